@@ -1,0 +1,38 @@
+# Odins Ravne: `make demo` (set up + run the sample cameras), `make test`, `make dev` (Dagster UI),
+# `make bench` (benchmarks). Everything installs into .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+SAMPLES ?= sample_data
+OUT ?= demo_output
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: install demo test dev bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/odins-ravne demo --samples $(SAMPLES) --out $(OUT)
+
+test: install
+	$(PY) -m pytest -q
+
+dev: install
+	test -d $(SAMPLES) || $(PY) -m odins_ravne_assets.sample_data $(SAMPLES)
+	mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml || true
+	ODINS_RAVNE_INPUT=$(CURDIR)/$(SAMPLES) ODINS_RAVNE_OUTPUT=$(CURDIR)/$(OUT) \
+		$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: install
+	$(PY) -m bench.stage1
+	$(PY) -m bench.hugin_query
+
+clean:
+	rm -rf $(OUT) $(SAMPLES) $(DAGSTER_HOME)

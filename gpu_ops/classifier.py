@@ -1,0 +1,172 @@
+"""Stage 2 classifiers: from a detection (and its crop) to a species label with taxonomy.
+
+Three kinds, chosen by ``pipeline.stage2.classifier`` in the profile:
+
+- ``coco-taxonomy`` (the offline default): maps the detector's own COCO label to a taxon. It needs
+  no model and no pixels; its score is the detector's confidence. ``dog`` becomes *Canis familiaris*,
+  ``bird`` only the class *Aves* (COCO does not tell birds apart).
+- a path to an ultralytics classification model (``*-cls.pt`` or its ONNX export).
+- ``torchscript:/path/model.pt`` with ``labels: /path/labels.txt``: one label a line, either a
+  common name or ``common name;scientific name;rank;class``.
+
+People and vehicles are never sent to a species model: they map to *Homo sapiens* and ``vehicle``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Taxon:
+    species: str  # common name
+    scientific_name: str | None
+    taxon_rank: str | None
+    taxon_class: str | None
+
+
+# COCO's animal classes and MegaDetector's coarse classes, to the most precise taxon they imply.
+COCO_TAXONOMY = {
+    "bird": Taxon("bird", "Aves", "class", "Aves"),
+    "cat": Taxon("domestic cat", "Felis catus", "species", "Mammalia"),
+    "dog": Taxon("domestic dog", "Canis familiaris", "species", "Mammalia"),
+    "horse": Taxon("horse", "Equus caballus", "species", "Mammalia"),
+    "sheep": Taxon("domestic sheep", "Ovis aries", "species", "Mammalia"),
+    "cow": Taxon("cattle", "Bos taurus", "species", "Mammalia"),
+    "elephant": Taxon("elephant", "Elephantidae", "family", "Mammalia"),
+    "bear": Taxon("bear", "Ursidae", "family", "Mammalia"),
+    "zebra": Taxon("zebra", "Equus (Hippotigris)", "subgenus", "Mammalia"),
+    "giraffe": Taxon("giraffe", "Giraffa", "genus", "Mammalia"),
+    "animal": Taxon("animal", "Animalia", "kingdom", None),
+    "person": Taxon("human", "Homo sapiens", "species", "Mammalia"),
+    "vehicle": Taxon("vehicle", None, None, None),
+}
+
+VEHICLE = COCO_TAXONOMY["vehicle"]
+HUMAN = COCO_TAXONOMY["person"]
+
+
+def taxon_for_label(label: str, category: str) -> Taxon:
+    if category == "person":
+        return HUMAN
+    if category == "vehicle":
+        return VEHICLE
+    return COCO_TAXONOMY.get(label.lower(), Taxon(label, None, None, None))
+
+
+class Classifier:
+    name: str = "classifier"
+    needs_images: bool = True
+
+    def classify(self, detections: list[dict], crops: list[np.ndarray | None]) -> list[tuple[Taxon, float]]:
+        raise NotImplementedError
+
+
+class CocoTaxonomyClassifier(Classifier):
+    name = "coco-taxonomy-map"
+    needs_images = False
+
+    def classify(self, detections, crops):
+        return [(taxon_for_label(d["label"], d["category"]), float(d["conf"])) for d in detections]
+
+
+def _parse_labels(path: Path) -> list[Taxon]:
+    taxa = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        parts = [p.strip() or None for p in line.split(";")]
+        parts += [None] * (4 - len(parts))
+        known = COCO_TAXONOMY.get(parts[0].lower()) if parts[1] is None else None
+        taxa.append(known or Taxon(parts[0], parts[1], parts[2], parts[3]))
+    return taxa
+
+
+class UltralyticsClassifier(Classifier):
+    def __init__(self, path: str, image_size: int, device: str):
+        from gpu_ops.detector import _import_ultralytics
+
+        self.model = _import_ultralytics().YOLO(path, task="classify")
+        self.image_size = image_size
+        self.device = device
+        self.name = f"ultralytics:{Path(path).name}"
+        names = self.model.names
+        self.taxa = {i: COCO_TAXONOMY.get(str(n).lower(), Taxon(str(n), None, None, None)) for i, n in names.items()}
+
+    def classify(self, detections, crops):
+        results = self.model.predict(
+            [c for c in crops], imgsz=self.image_size, device=self.device, verbose=False
+        )
+        return [(self.taxa[int(r.probs.top1)], float(r.probs.top1conf)) for r in results]
+
+
+class TorchScriptClassifier(Classifier):
+    """A TorchScript image classifier: RGB crops resized to a square, ImageNet-normalized."""
+
+    MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+    STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+    def __init__(self, path: str, labels: str | None, image_size: int, device: str):
+        import torch
+
+        if not labels:
+            raise ValueError(
+                f"TorchScript classifier {path} needs a labels file: set pipeline.stage2.labels in the profile"
+            )
+        self.torch = torch
+        self.device = device
+        self.model = torch.jit.load(path, map_location=device).eval()
+        self.taxa = _parse_labels(Path(labels))
+        self.image_size = image_size
+        self.name = f"torchscript:{Path(path).name}"
+
+    def _tensor(self, crops):
+        from PIL import Image
+
+        batch = []
+        for crop in crops:
+            img = Image.fromarray(crop).resize((self.image_size, self.image_size), Image.BILINEAR)
+            arr = (np.asarray(img, dtype=np.float32) / 255.0 - self.MEAN) / self.STD
+            batch.append(arr.transpose(2, 0, 1))
+        return self.torch.from_numpy(np.stack(batch)).to(self.device)
+
+    def classify(self, detections, crops):
+        with self.torch.inference_mode():
+            logits = self.model(self._tensor(crops))
+            probs = self.torch.softmax(logits.float(), dim=1).cpu().numpy()
+        if probs.shape[1] != len(self.taxa):
+            raise ValueError(
+                f"{self.name} outputs {probs.shape[1]} classes but the labels file has {len(self.taxa)} lines"
+            )
+        top = probs.argmax(axis=1)
+        return [(self.taxa[i], float(probs[row, i])) for row, i in enumerate(top)]
+
+
+_CACHE: dict = {}
+
+
+def load_classifier(spec: str = "coco-taxonomy", *, labels: str | None = None, image_size: int = 224, device: str = "auto") -> Classifier:
+    """The classifier a profile names, loaded once per process."""
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    key = (spec, labels, image_size, device)
+    if key not in _CACHE:
+        if spec == "coco-taxonomy":
+            _CACHE[key] = CocoTaxonomyClassifier()
+        elif spec.startswith("torchscript:"):
+            _CACHE[key] = TorchScriptClassifier(spec.split(":", 1)[1], labels, image_size, device)
+        elif Path(spec).suffix in (".pt", ".onnx", ".engine"):
+            if not Path(spec).exists():
+                raise FileNotFoundError(f"classifier model {spec} does not exist: fix pipeline.stage2.classifier")
+            _CACHE[key] = UltralyticsClassifier(spec, image_size, device)
+        else:
+            raise ValueError(
+                f"unknown classifier {spec!r}: use 'coco-taxonomy', a path to an ultralytics classification "
+                "model (.pt/.onnx/.engine), or 'torchscript:/path/model.pt' with a labels file"
+            )
+    return _CACHE[key]

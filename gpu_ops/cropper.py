@@ -1,0 +1,53 @@
+"""Crops of detections for Stage 2 (species classification) and for people to look at.
+
+Geometry choice: the box is padded by ``pad_fraction`` of its larger side on every side, then the
+shorter side is grown towards the longer one so the crop is square where the image allows it.
+Species classifiers are trained on square-ish context crops (MegaDetector's crop tooling does the
+same), and a square crop survives their resize without distorting the animal. The crop is clipped to
+the image, never padded with invented pixels, so near the edges it may stay rectangular. Tiny boxes
+grow to at least ``min_side`` pixels (or the image, if smaller).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+
+def crop_box(width: int, height: int, bbox: Sequence[float], pad_fraction: float = 0.1, min_side: int = 32) -> tuple[int, int, int, int]:
+    """Pixel ``(left, top, right, bottom)`` of the crop for a normalized ``(x, y, w, h)`` box."""
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image has no pixels ({width}x{height})")
+    x, y, w, h = (float(v) for v in bbox)
+    if w < 0 or h < 0:
+        raise ValueError(f"bbox {tuple(bbox)} has a negative width or height")
+    cx = (x + w / 2) * width
+    cy = (y + h / 2) * height
+    side = max(w * width, h * height)
+    side = max(side * (1 + 2 * pad_fraction), float(min_side))
+    crop_w = min(side, width)
+    crop_h = min(side, height)
+    # Shift the window inside the image rather than cut it, so edge boxes keep their context.
+    left = min(max(cx - crop_w / 2, 0.0), width - crop_w)
+    top = min(max(cy - crop_h / 2, 0.0), height - crop_h)
+    left_px, top_px = int(round(left)), int(round(top))
+    right_px = min(width, max(left_px + 1, int(round(left + crop_w))))
+    bottom_px = min(height, max(top_px + 1, int(round(top + crop_h))))
+    return left_px, top_px, right_px, bottom_px
+
+
+def crop_detection(image: np.ndarray, bbox: Sequence[float], pad_fraction: float = 0.1, min_side: int = 32) -> np.ndarray:
+    """Cut the padded, square-ish crop of a detection out of an HWC array (a copy, not a view)."""
+    height, width = image.shape[:2]
+    left, top, right, bottom = crop_box(width, height, bbox, pad_fraction, min_side)
+    return np.ascontiguousarray(image[top:bottom, left:right])
+
+
+def encode_jpeg(array: np.ndarray, quality: int = 90) -> bytes:
+    """JPEG bytes of an RGB (or greyscale) uint8 array."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()

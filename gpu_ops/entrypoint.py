@@ -1,0 +1,109 @@
+"""The GPU job: ``python -m gpu_ops.entrypoint``, launched by Dagster Pipes.
+
+The same command runs as a local subprocess (the local profile) and as the command of an AWS Batch
+job (the cloud profiles). Everything it needs arrives in the Pipes context extras:
+
+``stage``        ``detect`` (Stage 1: detections and crops) or ``classify`` (Stage 2)
+``camera_id``    the camera partition
+``input_root``   where the camera folders are (local path or ``s3://``)
+``output_root``  where tables, crops and checkpoints go
+``profile``      the profile as a dict (:func:`resources.profiles.profile_from_dict`)
+``shard``        optional ``[index, count]``: this job's share of the camera's pending media
+
+Logs stream back through Pipes; the stage's figures come back as one custom message. Bootstrap
+parameters that name an S3 bucket (as the Batch client writes them) make it read its context from S3
+and write its messages to S3; otherwise the defaults (a temp file / env) are used.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from dagster_pipes import (
+    DAGSTER_PIPES_CONTEXT_ENV_VAR,
+    PipesContext,
+    PipesDefaultContextLoader,
+    PipesDefaultMessageWriter,
+    decode_param,
+    open_dagster_pipes,
+)
+
+from gpu_ops.classifier import load_classifier
+from gpu_ops.detector import load_detector
+from gpu_ops.stage1 import run_stage1
+from gpu_ops.stage2 import run_stage2
+from resources.profiles import profile_from_dict
+from resources.storage import Storage
+
+
+def _pipes_io():
+    """S3 context loader and message writer when the bootstrap points at a bucket, else defaults."""
+    raw = os.environ.get(DAGSTER_PIPES_CONTEXT_ENV_VAR)
+    params = decode_param(raw) if raw else {}
+    if "bucket" in params:
+        import boto3
+        from dagster_pipes import PipesS3ContextLoader, PipesS3MessageWriter
+
+        client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+        return PipesS3ContextLoader(client=client), PipesS3MessageWriter(client=client, interval=5)
+    return PipesDefaultContextLoader(), PipesDefaultMessageWriter()
+
+
+def run(pipes: PipesContext) -> dict:
+    extras = pipes.extras
+    profile = profile_from_dict(extras["profile"])
+    stage = extras["stage"]
+    camera_id = extras["camera_id"]
+    endpoint = profile.storage.endpoint_url
+    output = Storage(extras["output_root"], endpoint_url=endpoint, region=profile.storage.region)
+    device = profile.runner.device
+    if stage == "detect":
+        s1 = profile.pipeline.stage1
+        inputs = Storage(extras["input_root"], endpoint_url=endpoint, region=profile.storage.region).child(camera_id)
+        stats = run_stage1(
+            camera_id=camera_id,
+            input_storage=inputs,
+            output_storage=output,
+            profile=profile,
+            detector_factory=lambda: load_detector(
+                s1.model,
+                backend=s1.backend,
+                device=device,
+                image_size=s1.image_size,
+                conf_threshold=s1.confidence_threshold,
+                iou_threshold=s1.iou_threshold,
+            ),
+            log=pipes.log.info,
+            shard=tuple(extras["shard"]) if extras.get("shard") else None,
+            max_media=extras.get("max_media"),
+        )
+    elif stage == "classify":
+        s2 = profile.pipeline.stage2
+        stats = run_stage2(
+            camera_id=camera_id,
+            output_storage=output,
+            profile=profile,
+            classifier_factory=lambda: load_classifier(
+                s2.classifier, labels=s2.labels, image_size=s2.image_size, device=device
+            ),
+            log=pipes.log.info,
+        )
+    else:
+        raise ValueError(f"unknown stage {stage!r}: use 'detect' or 'classify'")
+    for key, reason in sorted(stats.failures.items())[:20]:
+        pipes.log.warning(f"camera {camera_id}: {key[:16]} failed: {reason}")
+    figures = stats.as_metadata()
+    pipes.report_custom_message({"stage": stage, "camera_id": camera_id, "stats": figures})
+    return figures
+
+
+def main() -> int:
+    loader, writer = _pipes_io()
+    with open_dagster_pipes(context_loader=loader, message_writer=writer) as pipes:
+        run(pipes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

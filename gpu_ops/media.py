@@ -1,0 +1,443 @@
+"""Media ingest: recognise camera-trap files, probe them into ``media`` rows, decode pixels.
+
+``probe_media`` never raises for bad input. A camera card holds truncated JPEGs, zero-byte files,
+stray text files and videos the camera never finished writing; each one becomes a ``media`` row
+with ``status="failed"`` and a ``failure`` that says what was wrong (the MegaDetector habit: failed
+media are recorded, never dropped). Files whose extension is not a media extension are not media at
+all: ``media_type_for`` returns None and the caller skips them.
+
+Decisions recorded here because the ``media`` schema depends on them:
+
+- ``width``/``height`` of an image are as displayed, after the EXIF orientation is applied, so they
+  match the arrays ``load_image`` returns and the normalised boxes detected on them.
+- A decoded image larger than ``MAX_IMAGE_PIXELS`` is refused as a decompression bomb. Pillow's own
+  guard is a process-wide setting that other code may change; ours does not depend on it.
+- The EXIF time is the camera's local clock as written, kept naive. Without one we fall back to the
+  file's modification time, in UTC (a file system has no camera clock, and UTC keeps the value the
+  same on every machine that reads the file).
+- A video's ``creation_time`` is kept as the container states it, also naive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import subprocess
+import warnings
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import imageio_ffmpeg
+import numpy as np
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+from gpu_ops import schemas
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"})
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".avi", ".mov", ".mkv", ".wmv", ".mts", ".m2ts", ".3gp"})
+
+# 150 megapixels: above any camera-trap or DSLR sensor (the largest are about 100 MP), far below
+# what would exhaust a worker's memory (450 MB as RGB). Pillow's own guard (process-wide, 179 MP
+# by default) is a second line; either way the file fails as a decompression bomb.
+MAX_IMAGE_PIXELS = 150_000_000
+
+# Decoding a whole video to count frames is bounded: a camera-trap clip takes seconds.
+VIDEO_PROBE_TIMEOUT_S = 600.0
+
+_HASH_CHUNK = 1 << 20
+
+_EXIF_TIME_TAGS = (
+    # (IFD holding the tag, time tag, sub-second tag)
+    (ExifTags.IFD.Exif, ExifTags.Base.DateTimeOriginal, ExifTags.Base.SubsecTimeOriginal),
+    (ExifTags.IFD.Exif, ExifTags.Base.DateTimeDigitized, ExifTags.Base.SubsecTimeDigitized),
+    (None, ExifTags.Base.DateTime, ExifTags.Base.SubsecTime),
+)
+
+# EXIF orientations 5-8 rotate by 90 degrees: the displayed image has width and height swapped.
+_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+
+
+def media_type_for(path: Path | str) -> str | None:
+    """``"image"`` or ``"video"`` by file extension; None for files that are not media."""
+    suffix = Path(path).suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        return "image"
+    if suffix in VIDEO_EXTENSIONS:
+        return "video"
+    return None
+
+
+def probe_media(path: Path, *, camera_id: str, file_path: str) -> dict[str, Any]:
+    """One ``schemas.MEDIA`` row for the file at ``path``; bad input gives ``status="failed"``.
+
+    ``file_path`` is the path relative to the camera folder that the row records (POSIX
+    separators); ``path`` is where the bytes are read from now.
+    """
+    path = Path(path)
+    row: dict[str, Any] = {name: None for name in schemas.MEDIA.names}
+    row.update(
+        camera_id=camera_id,
+        file_path=file_path,
+        media_type=media_type_for(path),
+        timestamp_source="none",
+        gps_status="missing",
+    )
+    try:
+        if row["media_type"] is None:
+            raise MediaError(f"'{path.suffix}' is not an image or video extension")
+        stat = path.stat()
+        row["bytes"] = stat.st_size
+        row["sha256"] = sha256_file(path)
+        if stat.st_size == 0:
+            raise MediaError("empty file (0 bytes)")
+        if row["media_type"] == "image":
+            row.update(_probe_image(path))
+        else:
+            row.update(_probe_video(path))
+        if row["timestamp"] is None:
+            row["timestamp"] = datetime.fromtimestamp(stat.st_mtime, timezone.utc).replace(tzinfo=None)
+            row["timestamp_source"] = "file_mtime"
+        row["status"] = "ok"
+    except MediaError as exc:
+        _mark_failed(row, str(exc))
+    except MemoryError:
+        _mark_failed(row, "ran out of memory decoding the file")
+    except Exception as exc:  # noqa: BLE001 - any decoder error is a property of the file
+        _mark_failed(row, f"{type(exc).__name__}: {exc}")
+    return row
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_image(path: Path, *, max_side: int | None = None) -> np.ndarray:
+    """The image as an RGB ``uint8`` array ``(height, width, 3)``, upright per its EXIF orientation.
+
+    With ``max_side``, the long side is at most that many pixels. JPEGs are decoded at a reduced
+    scale by libjpeg (Pillow's draft mode), which is several times cheaper than a full decode.
+    """
+    if max_side is not None and max_side < 1:
+        raise ValueError(f"max_side must be a positive number of pixels, got {max_side}")
+    with warnings.catch_warnings(), Image.open(path) as img:
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit applies
+        _check_pixels(img)
+        width, height = img.size
+        if max_side is not None and max(width, height) > max_side:
+            # draft() picks the largest reduction that keeps at least this size, so the resize
+            # below only ever shrinks, from a much smaller decode.
+            scale = max_side / max(width, height)
+            img.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+        upright = ImageOps.exif_transpose(img)
+        rgb = upright.convert("RGB")
+    if max_side is not None and max(rgb.size) > max_side:
+        rgb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def read_video_frames(
+    path: Path, *, every_seconds: float = 1.0, max_frames: int = 10
+) -> Iterator[tuple[int, float, np.ndarray]]:
+    """Sample frames from a video: ``(frame_number, seconds from start, RGB uint8 array)``.
+
+    Frames are taken every ``every_seconds`` starting with frame 0, at most ``max_frames`` of them.
+    ffmpeg selects the frames itself, so only the sampled frames cross the pipe. Frame numbers are
+    indices into the decoded stream; the offset assumes the stream's nominal frame rate.
+    """
+    if every_seconds <= 0:
+        raise ValueError(f"every_seconds must be positive, got {every_seconds}")
+    if max_frames < 1:
+        return
+    fps = _video_fps(path)
+    step = max(1, round(every_seconds * fps))
+    frames = imageio_ffmpeg.read_frames(
+        str(path),
+        pix_fmt="rgb24",
+        output_params=[
+            "-map", "0:v:0",
+            "-vf", f"select=not(mod(n\\,{step}))",
+            "-fps_mode", "vfr",
+            "-frames:v", str(max_frames),
+        ],
+    )
+    try:
+        meta = next(frames)
+        width, height = meta["size"]
+        for index, raw in enumerate(frames):
+            frame_number = index * step
+            array = np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3)
+            yield frame_number, frame_number / fps, array
+    finally:
+        frames.close()
+
+
+class MediaError(ValueError):
+    """A file that is not usable media; in ``probe_media`` the message becomes the ``failure``."""
+
+
+def _mark_failed(row: dict[str, Any], reason: str) -> None:
+    row.update(
+        status="failed",
+        failure=reason,
+        width=None,
+        height=None,
+        frame_count=None,
+        latitude=None,
+        longitude=None,
+    )
+
+
+def _check_pixels(img: Image.Image) -> None:
+    width, height = img.size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise MediaError(
+            f"decompression bomb refused: image claims {width}x{height} pixels, more than the"
+            f" {MAX_IMAGE_PIXELS:,} pixel limit (gpu_ops.media.MAX_IMAGE_PIXELS)"
+        )
+
+
+def _probe_image(path: Path) -> dict[str, Any]:
+    try:
+        with warnings.catch_warnings():
+            # Our own limit applies; Pillow's process-wide one must not decide instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                _check_pixels(img)
+                exif = _read_exif(img)
+                width, height = img.size
+                # A reduced-scale decode still runs the whole entropy-coded stream through libjpeg,
+                # so truncation and corruption surface here at a fraction of the full cost.
+                img.draft(img.mode, (max(1, width // 8), max(1, height // 8)))
+                img.load()
+    except UnidentifiedImageError:
+        raise MediaError("not a readable image: the contents are not in any known image format")
+    except Image.DecompressionBombError as exc:
+        raise MediaError(f"decompression bomb refused: {exc}")
+    except OSError as exc:
+        raise MediaError(f"image data is corrupt or truncated: {exc}")
+    except SyntaxError as exc:  # Pillow's plugins report malformed headers this way
+        raise MediaError(f"image header is malformed: {exc}")
+
+    if exif is not None and exif.get(ExifTags.Base.Orientation) in _SWAPPING_ORIENTATIONS:
+        width, height = height, width
+    info: dict[str, Any] = {"width": width, "height": height, "frame_count": 1}
+    if exif is None:
+        return info
+    timestamp = _exif_timestamp(exif)
+    if timestamp is not None:
+        info.update(timestamp=timestamp, timestamp_source="exif")
+    info.update(_exif_gps(exif))
+    info["make"] = _exif_text(exif.get(ExifTags.Base.Make))
+    info["model"] = _exif_text(exif.get(ExifTags.Base.Model))
+    return info
+
+
+def _read_exif(img: Image.Image) -> Image.Exif | None:
+    """The EXIF block, or None when absent or unreadable (the pixels may still be fine)."""
+    try:
+        exif = img.getexif()
+    except Exception:  # noqa: BLE001 - a broken EXIF block only costs us the metadata
+        return None
+    return exif if len(exif) else None
+
+
+def _exif_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    text = str(value).replace("\x00", "").strip()
+    return text or None
+
+
+def _exif_timestamp(exif: Image.Exif) -> datetime | None:
+    for ifd, tag, subsec_tag in _EXIF_TIME_TAGS:
+        try:
+            tags = exif.get_ifd(ifd) if ifd is not None else exif
+        except Exception:  # noqa: BLE001 - an unreadable sub-IFD is the same as a missing one
+            continue
+        parsed = _parse_exif_time(_exif_text(tags.get(tag)), _exif_text(tags.get(subsec_tag)))
+        if parsed is not None:
+            return parsed
+    return None
+
+
+def _parse_exif_time(text: str | None, subsec: str | None) -> datetime | None:
+    # EXIF says "YYYY:MM:DD HH:MM:SS"; some writers use '-' in the date or 'T' as the separator.
+    if not text:
+        return None
+    match = re.match(r"(\d{4})[:\-](\d{2})[:\-](\d{2})[ T](\d{2}):(\d{2}):(\d{2})", text)
+    if not match:
+        return None
+    try:
+        value = datetime(*(int(part) for part in match.groups()))
+    except ValueError:  # "0000:00:00 00:00:00" is what cameras write for "clock not set"
+        return None
+    if subsec and subsec.isdigit():
+        value = value.replace(microsecond=int(subsec[:6].ljust(6, "0")))
+    return value
+
+
+def _exif_gps(exif: Image.Exif) -> dict[str, Any]:
+    try:
+        gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
+    except Exception as exc:  # noqa: BLE001
+        return {"gps_status": f"invalid: unreadable GPS block ({type(exc).__name__})"}
+    if not gps:
+        return {"gps_status": "missing"}
+    lat_value, lon_value = gps.get(ExifTags.GPS.GPSLatitude), gps.get(ExifTags.GPS.GPSLongitude)
+    if lat_value is None or lon_value is None:
+        return {"gps_status": "missing"}
+    try:
+        latitude = _degrees(lat_value) * _ref_sign(gps.get(ExifTags.GPS.GPSLatitudeRef), "N", "S")
+        longitude = _degrees(lon_value) * _ref_sign(gps.get(ExifTags.GPS.GPSLongitudeRef), "E", "W")
+    except MediaError as exc:
+        return {"gps_status": f"invalid: {exc}"}
+    return _checked_position(latitude, longitude)
+
+
+def _checked_position(latitude: float, longitude: float) -> dict[str, Any]:
+    if math.isnan(latitude) or math.isnan(longitude):
+        status = "invalid: coordinate is not a number"
+    elif latitude == 0.0 and longitude == 0.0:
+        # Receivers without a fix write 0,0; nobody sets camera traps in the Gulf of Guinea.
+        return {"gps_status": "missing"}
+    elif not -90.0 <= latitude <= 90.0:
+        status = f"invalid: latitude {latitude} outside [-90, 90]"
+    elif not -180.0 <= longitude <= 180.0:
+        status = f"invalid: longitude {longitude} outside [-180, 180]"
+    else:
+        return {"latitude": latitude, "longitude": longitude, "gps_status": "ok"}
+    return {"gps_status": status}
+
+
+def _degrees(value: Any) -> float:
+    """Degrees, minutes, seconds rationals (or a lone number) as decimal degrees."""
+    parts = list(value) if isinstance(value, (tuple, list)) else [value]
+    if not 1 <= len(parts) <= 3:
+        raise MediaError(f"coordinate has {len(parts)} parts, expected degrees, minutes, seconds")
+    try:
+        numbers = [float(part) for part in parts]
+    except (TypeError, ValueError, ZeroDivisionError):
+        raise MediaError(f"coordinate {value!r} is not numeric")
+    return sum(number / 60**i for i, number in enumerate(numbers))
+
+
+def _ref_sign(ref: Any, positive: str, negative: str) -> float:
+    text = (_exif_text(ref) or "").upper()
+    if text == negative:
+        return -1.0
+    if text in (positive, ""):  # a missing ref is read as the positive hemisphere, as exiftool does
+        return 1.0
+    raise MediaError(f"hemisphere reference {text!r} is neither {positive!r} nor {negative!r}")
+
+
+# ---- video ---------------------------------------------------------------------------------------
+
+_STREAM_SIZE = re.compile(r"Stream #0:\d+.*?: Video: .*?, (\d{2,5})x(\d{2,5})")
+_META_LINE = re.compile(r"^\s{4}(\w[\w.\-]*)\s*: (.*)$")
+_ISO6709 = re.compile(r"^([+-]\d+(?:\.\d+)?)([+-]\d+(?:\.\d+)?)")
+
+
+def _run_ffmpeg(args: list[str]) -> subprocess.CompletedProcess[str]:
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", *args]
+    return subprocess.run(
+        cmd, capture_output=True, text=True, errors="replace", timeout=VIDEO_PROBE_TIMEOUT_S
+    )
+
+
+def _probe_video(path: Path) -> dict[str, Any]:
+    """Decode the whole first video stream: counts the frames that really decode."""
+    try:
+        done = _run_ffmpeg(
+            ["-i", str(path), "-map", "0:v:0", "-f", "null", "-progress", "pipe:1", "-nostats", "-"]
+        )
+    except subprocess.TimeoutExpired:
+        raise MediaError(f"decoding the video took longer than {VIDEO_PROBE_TIMEOUT_S:.0f} s")
+    if "matches no streams" in done.stderr:
+        raise MediaError("file has no video stream")
+    frames = [int(v) for v in re.findall(r"^frame=(\d+)$", done.stdout, flags=re.MULTILINE)]
+    frame_count = frames[-1] if frames else 0
+    if frame_count == 0:
+        detail = f": {_ffmpeg_reason(done.stderr)}" if done.returncode != 0 else ""
+        raise MediaError(f"video has no decodable frames{detail}")
+    # A non-zero exit after some frames decoded is a clip cut short (camera lost power): the
+    # frames that decode are real and are counted; the rest of the file is lost either way.
+    size = _STREAM_SIZE.search(done.stderr)
+    if size is None:
+        raise MediaError("ffmpeg did not report the video's frame size")
+    info: dict[str, Any] = {
+        "width": int(size.group(1)),
+        "height": int(size.group(2)),
+        "frame_count": frame_count,
+    }
+    metadata = _container_metadata(done.stderr)
+    created = _parse_iso_time(metadata.get("creation_time"))
+    if created is not None:
+        info.update(timestamp=created, timestamp_source="video_metadata")
+    location = metadata.get("location") or metadata.get("com.apple.quicktime.location.iso6709")
+    if location:
+        match = _ISO6709.match(location)
+        if match:
+            info.update(_checked_position(float(match.group(1)), float(match.group(2))))
+        else:
+            info["gps_status"] = f"invalid: location {location!r} is not ISO 6709"
+    info["make"] = metadata.get("make") or metadata.get("com.apple.quicktime.make")
+    info["model"] = metadata.get("model") or metadata.get("com.apple.quicktime.model")
+    return info
+
+
+def _container_metadata(stderr: str) -> dict[str, str]:
+    """The input's container-level ``Metadata:`` block from ffmpeg's log, keys lower-cased."""
+    metadata: dict[str, str] = {}
+    in_block = False
+    for line in stderr.splitlines():
+        if line.startswith("  Metadata:"):
+            in_block = True
+            continue
+        if in_block:
+            match = _META_LINE.match(line)
+            if not match:
+                break  # the first stream's own metadata is indented further and comes later
+            # A key stored both as a QuickTime atom and as an MP4 tag is listed once, ';'-joined;
+            # the keys we read (time, place, make, model) never contain ';' themselves.
+            metadata.setdefault(match.group(1).lower(), match.group(2).split(";", 1)[0].strip())
+    return metadata
+
+
+def _parse_iso_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if value.year < 1990:  # 1904-01-01, the QuickTime epoch, means "not set"
+        return None
+    return value.replace(tzinfo=None)
+
+
+def _ffmpeg_reason(stderr: str) -> str:
+    """The line of ffmpeg's log that says what is wrong with the input, not the generic epilogue."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    # The demuxer's own complaints ("[in#0/mov,...] moov atom not found", "... partial file") or
+    # "<path>: Invalid data found when processing input" name the real problem.
+    for line in lines:
+        if line.startswith("[in#") or ": Invalid data found" in line:
+            return re.sub(r"^\[in#[^\]]*\]\s*", "", line)
+    return lines[-1] if lines else "no error output"
+
+
+def _video_fps(path: Path) -> float:
+    done = _run_ffmpeg(["-i", str(path)])  # exits 1 (no output given) after printing the header
+    match = re.search(r"Stream #0:\d+.*?: Video: .*?, ([\d.]+) (?:fps|tbr)", done.stderr)
+    if match is None or float(match.group(1)) <= 0:
+        raise ValueError(f"cannot read the frame rate of {path}: {_ffmpeg_reason(done.stderr)}")
+    return float(match.group(1))

@@ -1,0 +1,137 @@
+"""The tables every stage reads and writes: the contract between Munin, Hugin and analysts.
+
+Each table is Hive-partitioned Parquet under the output root, ``OUTPUT/<table>/camera_id=<id>/``,
+except ``clusters`` (one file across cameras). The Stage 3 DuckDB views carry these names and
+columns. ``camera_id`` is the Hive partition column: it is in each row we write as well, so a file
+read on its own still says which camera it belongs to.
+
+Bounding boxes follow the MegaDetector convention: normalized ``[x, y, w, h]`` in [0, 1], origin at
+the top-left corner of the image.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+TIMESTAMP = pa.timestamp("us")
+
+MEDIA = pa.schema(
+    [
+        ("camera_id", pa.string()),
+        ("file_path", pa.string()),  # relative to the camera folder, POSIX separators
+        ("media_type", pa.string()),  # image | video
+        ("sha256", pa.string()),
+        ("bytes", pa.int64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("frame_count", pa.int32()),  # 1 for images; decoded frames for videos
+        ("timestamp", TIMESTAMP),  # camera-local time as the camera wrote it
+        ("timestamp_source", pa.string()),  # exif | video_metadata | file_mtime | none
+        ("latitude", pa.float64()),  # null when missing or invalid (0,0 counts as missing)
+        ("longitude", pa.float64()),
+        ("gps_status", pa.string()),  # ok | missing | invalid: <reason>
+        ("make", pa.string()),
+        ("model", pa.string()),
+        ("status", pa.string()),  # ok | failed
+        ("failure", pa.string()),  # why it failed; null when ok
+    ]
+)
+
+DETECTIONS = pa.schema(
+    [
+        ("camera_id", pa.string()),
+        ("detection_id", pa.string()),  # "<sha256[:16]>-<frame_number>-<index>", stable across runs
+        ("file_path", pa.string()),
+        ("sha256", pa.string()),
+        ("frame_number", pa.int32()),  # 0 for images; the decoded frame index for videos
+        ("timestamp", TIMESTAMP),  # media time, plus the frame offset for videos
+        ("category", pa.string()),  # animal | person | vehicle
+        ("label", pa.string()),  # the model's own label, e.g. "dog"
+        ("conf", pa.float32()),
+        ("bbox_x", pa.float32()),
+        ("bbox_y", pa.float32()),
+        ("bbox_w", pa.float32()),
+        ("bbox_h", pa.float32()),
+        ("source", pa.string()),  # detector | motion | detector+motion
+        ("model", pa.string()),  # detector name and weights digest
+    ]
+)
+
+CROPS = pa.schema(
+    [
+        ("camera_id", pa.string()),
+        ("detection_id", pa.string()),
+        ("file_path", pa.string()),
+        ("sha256", pa.string()),
+        ("frame_number", pa.int32()),
+        ("crop_path", pa.string()),  # relative to the output root
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("category", pa.string()),
+        ("label", pa.string()),
+        ("conf", pa.float32()),
+    ]
+)
+
+SPECIES_LABELS = pa.schema(
+    [
+        ("camera_id", pa.string()),
+        ("detection_id", pa.string()),
+        ("file_path", pa.string()),
+        ("crop_path", pa.string()),
+        ("category", pa.string()),
+        ("detector_label", pa.string()),
+        ("species", pa.string()),  # common name, e.g. "domestic dog"; "bird" when only the class is known
+        ("scientific_name", pa.string()),  # e.g. "Canis familiaris", "Aves"
+        ("taxon_rank", pa.string()),  # species | genus | family | order | class
+        ("taxon_class", pa.string()),  # e.g. "Mammalia", "Aves"
+        ("score", pa.float32()),
+        ("classification_source", pa.string()),  # e.g. "coco-taxonomy-map", "ultralytics:<file>"
+    ]
+)
+
+EVENTS = pa.schema(
+    [
+        ("camera_id", pa.string()),
+        ("event_id", pa.string()),
+        ("category", pa.string()),
+        ("species", pa.string()),
+        ("scientific_name", pa.string()),
+        ("start", TIMESTAMP),
+        ("end", TIMESTAMP),
+        ("n_media", pa.int32()),
+        ("max_count", pa.int32()),  # the largest count in any one media (frame)
+        ("best_conf", pa.float32()),
+        ("representative_file_path", pa.string()),
+        ("representative_detection_id", pa.string()),
+        ("representative_crop_path", pa.string()),
+    ]
+)
+
+CLUSTERS = pa.schema(
+    [
+        ("camera_id", pa.string()),
+        ("latitude", pa.float64()),
+        ("longitude", pa.float64()),
+        ("n_media_with_gps", pa.int32()),
+        ("cluster_id", pa.int32()),  # HDBSCAN label; -1 for noise or no GPS
+        ("site_id", pa.string()),
+        ("status", pa.string()),  # clustered | noise | no_gps
+        ("probability", pa.float64()),
+    ]
+)
+
+TABLES = {
+    "media": MEDIA,
+    "detections": DETECTIONS,
+    "crops": CROPS,
+    "species_labels": SPECIES_LABELS,
+    "events": EVENTS,
+    "clusters": CLUSTERS,
+}
+
+DETECTION_CATEGORIES = ("animal", "person", "vehicle")
+
+
+def empty(schema: pa.Schema) -> pa.Table:
+    return schema.empty_table()

@@ -1,0 +1,216 @@
+"""``odins-ravne``: process camera folders, query the results, run the demo.
+
+``process`` registers the cameras it finds as partitions of a persistent Dagster instance
+($DAGSTER_HOME, default ``~/.odins_ravne/dagster_home``) and materializes every asset for them in
+process, so each run also shows up in the Dagster UI opened on the same instance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_HOME = Path("~/.odins_ravne/dagster_home").expanduser()
+
+
+def ensure_dagster_home() -> Path:
+    """The Dagster instance folder, created with the project's dagster.yaml when new."""
+    home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_HOME).expanduser().resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists() and (REPO_ROOT / "dagster.yaml").exists():
+        shutil.copyfile(REPO_ROOT / "dagster.yaml", config)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def _format_table(headers: list[str], rows: list[tuple]) -> str:
+    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    sep = "  ".join("-" * w for w in widths)
+    body = ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join([line, sep, *body])
+
+
+SUMMARY_SQL = """
+SELECT m.camera_id,
+       count(*) AS media,
+       count(*) FILTER (WHERE m.status = 'failed') AS failed,
+       coalesce(max(d.detections), 0) AS detections,
+       coalesce(max(e.events), 0) AS events,
+       coalesce(max(e.species), '') AS species
+FROM media m
+LEFT JOIN (SELECT camera_id, count(*) AS detections FROM detections GROUP BY camera_id) d USING (camera_id)
+LEFT JOIN (SELECT camera_id, count(*) AS events,
+                  string_agg(DISTINCT species, ', ' ORDER BY species) AS species
+           FROM events WHERE category <> 'blank' GROUP BY camera_id) e USING (camera_id)
+GROUP BY m.camera_id ORDER BY m.camera_id
+"""
+
+
+def process(input_root: str, output_root: str, *, camera_ids: list[str] | None = None, profile: str | None = None, quiet: bool = False) -> int:
+    """Materialize every asset for the cameras under ``input_root``; returns the exit code."""
+    from resources.storage import Storage
+
+    os.environ["ODINS_RAVNE_INPUT"] = str(input_root)
+    os.environ["ODINS_RAVNE_OUTPUT"] = str(output_root)
+    if profile:
+        os.environ["ODINS_RAVNE_PROFILE"] = profile
+    from resources.profiles import load_profile
+
+    settings = load_profile(profile)  # fail early on a bad profile, before any run starts
+    ensure_dagster_home()
+    # Preview/beta notices of Dagster APIs are for developers, not for someone processing a camera.
+    warnings.filterwarnings("ignore", module="dagster")
+    warnings.filterwarnings("ignore", category=UserWarning, message=".*(preview|beta|superseded).*")
+
+    from dagster import DagsterInstance
+    from tqdm import tqdm
+
+    from odins_ravne_assets.definitions import defs
+    from odins_ravne_assets.jobs import CAMERA_ASSETS, PROJECT_ASSETS
+    from odins_ravne_assets.partitions import InvalidCameraId, split_valid, validate_camera_id
+    from odins_ravne_assets.progress import set_progress_callback
+
+    storage = Storage(input_root, endpoint_url=settings.storage.endpoint_url, region=settings.storage.region)
+    found, invalid = split_valid(storage.top_level_folders())
+    for name, reason in invalid.items():
+        print(f"skipping folder {name!r}: {reason}", file=sys.stderr)
+    if camera_ids:
+        try:
+            [validate_camera_id(c) for c in camera_ids]
+        except InvalidCameraId as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        missing = sorted(set(camera_ids) - set(found))
+        if missing:
+            print(f"error: no camera folder {', '.join(missing)} under {storage.root}", file=sys.stderr)
+            return 2
+        found = [c for c in found if c in camera_ids]
+    if not found:
+        print(f"error: no camera folders under {storage.root}: put each camera's media in its own folder", file=sys.stderr)
+        return 2
+
+    instance = DagsterInstance.get()
+    known = set(instance.get_dynamic_partitions("cameras"))
+    new = [c for c in found if c not in known]
+    if new:
+        instance.add_dynamic_partitions("cameras", new)
+    camera_job = defs.resolve_job_def("camera_job")
+    project_job = defs.resolve_job_def("project_job")
+
+    steps = len(found) * len(CAMERA_ASSETS) + len(PROJECT_ASSETS)
+    bar = tqdm(total=steps, unit="step", disable=quiet, dynamic_ncols=True)
+    failed_steps: list[str] = []
+
+    def on_step(step_key: str, ok: bool) -> None:
+        bar.update(1)
+        if not ok:
+            failed_steps.append(step_key)
+
+    set_progress_callback(on_step)
+    started = time.perf_counter()
+    failed_cameras = []
+    # The bar is the progress display; Dagster's own console lines would tear it apart.
+    run_config = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    try:
+        for camera_id in found:
+            bar.set_description(f"camera {camera_id}")
+            result = camera_job.execute_in_process(
+                partition_key=camera_id, instance=instance, raise_on_error=False, run_config=run_config, tags={"odins_ravne/cli": "process"}
+            )
+            if not result.success:
+                failed_cameras.append(camera_id)
+        bar.set_description("project (sites, Stage 3)")
+        project = project_job.execute_in_process(instance=instance, raise_on_error=False, run_config=run_config, tags={"odins_ravne/cli": "process"})
+    finally:
+        set_progress_callback(None)
+        bar.close()
+    elapsed = time.perf_counter() - started
+
+    from resources.stage3 import query
+
+    out = Storage(output_root, endpoint_url=settings.storage.endpoint_url, region=settings.storage.region)
+    if project.success:
+        headers, rows = query(out, SUMMARY_SQL)
+        print()
+        print(_format_table(headers, rows))
+    print(f"\n{len(found)} camera(s) in {elapsed:.1f}s; results in {out.root}")
+    print(f"query them: odins-ravne query \"SELECT * FROM events\" --out {out.root}")
+    if failed_cameras or not project.success:
+        print(f"error: runs failed for {', '.join(failed_cameras) or 'the project assets'} "
+              f"(steps: {', '.join(failed_steps)}); open the Dagster UI for the logs", file=sys.stderr)
+        return 1
+    return 0
+
+
+def query_command(sql: str, output_root: str) -> int:
+    from resources.stage3 import query
+    from resources.storage import Storage
+
+    try:
+        headers, rows = query(Storage(output_root), sql)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # a SQL mistake: say it plainly, no traceback
+        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        return 2
+    print(_format_table(headers, rows))
+    print(f"({len(rows)} rows)")
+    return 0
+
+
+def demo(sample_dir: str, output_root: str) -> int:
+    from odins_ravne_assets.sample_data import build_sample_data
+    from gpu_ops.weights import fetch_default_weights
+
+    print("fetching the default detector weights (once) ...")
+    fetch_default_weights()
+    print(f"building sample cameras in {sample_dir} ...")
+    build_sample_data(Path(sample_dir))
+    code = process(sample_dir, output_root)
+    if code == 0:
+        print("\nopen the Dagster UI on these results: make dev  (then http://127.0.0.1:3000)")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="odins-ravne", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("process", help="process every camera folder under INPUT")
+    p.add_argument("input", help="folder or s3:// prefix with one folder per camera")
+    p.add_argument("--out", required=True, help="output folder or s3:// prefix")
+    p.add_argument("--camera", action="append", dest="cameras", help="only this camera (repeatable)")
+    p.add_argument("--profile", help="profile name or YAML path (default: $ODINS_RAVNE_PROFILE or local)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    q = sub.add_parser("query", help="run SQL read-only against the Stage 3 database")
+    q.add_argument("sql")
+    q.add_argument("--out", default=os.environ.get("ODINS_RAVNE_OUTPUT", "demo_output"), help="what process wrote")
+
+    d = sub.add_parser("demo", help="build the sample cameras and process them")
+    d.add_argument("--samples", default="sample_data")
+    d.add_argument("--out", default="demo_output")
+
+    args = parser.parse_args(argv)
+    if args.command == "process":
+        return process(args.input, args.out, camera_ids=args.cameras, profile=args.profile, quiet=args.quiet)
+    if args.command == "query":
+        return query_command(args.sql, args.out)
+    if args.command == "demo":
+        return demo(args.samples, args.out)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,332 @@
+"""Deployments: where and when each camera stood, and camera clocks put right.
+
+A *deployment* is one camera at one place for one stretch of time. The table comes from an optional
+``deployments.csv`` at the top of the input (one row per deployment, columns below) or, for cameras the
+CSV does not list, from the media themselves (median GPS fix, first and last good timestamp).
+
+``deployments.csv`` columns (only ``camera_id`` is required; ``deployment_id`` defaults to the
+camera id; times are ISO 8601, camera-local wall-clock time unless they carry an offset):
+
+===============  ==========================================================================
+camera_id        the camera folder name under the input root
+deployment_id    unique per deployment; several rows per camera mean the camera was moved
+latitude         decimal degrees, WGS84
+longitude        decimal degrees, WGS84
+start, end       when the camera was set up and taken down (local time)
+timezone         IANA name (``Europe/Oslo``) or a fixed offset (``+01:00``); empty: unknown
+clock_offset_s   seconds to ADD to the camera's clock to get true local time (camera 5 min slow:
+                 ``300``); measured, e.g., by photographing a phone clock at setup
+camera_height_m  metres above ground
+bait             none | scent | food | visual | acoustic | other
+habitat          free text
+===============  ==========================================================================
+
+:func:`apply_clock_offsets` corrects the ``timestamp`` of any table with ``camera_id`` and ``timestamp``
+(media, detections) and flags what is still wrong, in a ``timestamp_issue`` column:
+``missing``, ``before_2000`` (a camera reset to its factory date), ``in_future`` (more than a day
+ahead of now), ``outside_deployment`` (before setup or after take-down). Rows are never dropped:
+analysts decide what to do with a flagged frame, and the flag travels with it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from gpu_ops import schemas
+from odins_ravne_assets.hugin.clusters import camera_locations
+
+DEPLOYMENTS = pa.schema(
+    [
+        ("camera_id", pa.string()),
+        ("deployment_id", pa.string()),
+        ("latitude", pa.float64()),
+        ("longitude", pa.float64()),
+        ("start", schemas.TIMESTAMP),  # local wall-clock time of the deployment's time zone
+        ("end", schemas.TIMESTAMP),
+        ("timezone", pa.string()),  # IANA name or fixed offset like "+01:00"; null when unknown
+        ("clock_offset_s", pa.float64()),  # added to camera time to get true local time
+        ("camera_height_m", pa.float64()),
+        ("bait", pa.string()),
+        ("habitat", pa.string()),
+        ("source", pa.string()),  # deployments.csv | media
+    ]
+)
+
+CSV_COLUMNS = ("camera_id", "deployment_id", "latitude", "longitude", "start", "end", "timezone",
+               "clock_offset_s", "camera_height_m", "bait", "habitat")
+BAIT_VALUES = ("none", "scent", "food", "visual", "acoustic", "other")
+EARLIEST_PLAUSIBLE = datetime(2000, 1, 1)
+TIMESTAMP_ISSUES = ("missing", "before_2000", "in_future", "outside_deployment")
+
+
+class DeploymentsError(ValueError):
+    pass
+
+
+def parse_timezone(value: str | None) -> timezone | ZoneInfo | None:
+    """An IANA zone name or a fixed ``+HH:MM`` offset; None for empty."""
+    if value is None or not str(value).strip():
+        return None
+    text = str(value).strip()
+    match = re.fullmatch(r"(?:UTC|GMT)?([+-])(\d{1,2}):?(\d{2})?", text)
+    if match:
+        sign = 1 if match.group(1) == "+" else -1
+        return timezone(sign * timedelta(hours=int(match.group(2)), minutes=int(match.group(3) or 0)))
+    if text.upper() in ("UTC", "Z", "GMT"):
+        return timezone.utc
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise DeploymentsError(
+            f"time zone {text!r} is not known: use an IANA name like 'Europe/Oslo' or an offset like '+01:00'"
+        ) from None
+
+
+def utc_offset(tz_name: str | None, local: datetime) -> timedelta | None:
+    """The UTC offset of a local wall-clock time in the named zone (daylight saving included)."""
+    tz = parse_timezone(tz_name)
+    return None if tz is None else local.replace(tzinfo=tz).utcoffset()
+
+
+def read_deployments_csv(source: str | Path | bytes) -> pa.Table:
+    """Parse ``deployments.csv`` (a path, or its bytes as read from storage) into ``DEPLOYMENTS`` rows."""
+    if isinstance(source, bytes):
+        text, name = source.decode("utf-8-sig"), "deployments.csv"
+    else:
+        text, name = Path(source).read_text(encoding="utf-8-sig"), str(source)
+    reader = csv.DictReader(io.StringIO(text))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    unknown = [h for h in header if h not in CSV_COLUMNS]
+    if unknown or "camera_id" not in header:
+        raise DeploymentsError(
+            f"{name}: " + (f"unknown column(s) {unknown}; " if unknown else "no camera_id column; ")
+            + f"the columns are {', '.join(CSV_COLUMNS)} (only camera_id is required)"
+        )
+    rows, seen = [], set()
+    for line, raw in enumerate(reader, start=2):
+        raw = {k.strip(): (v.strip() if isinstance(v, str) else v) for k, v in raw.items() if k}
+        where = f"{name} line {line}"
+        camera = raw.get("camera_id") or ""
+        if not camera:
+            raise DeploymentsError(f"{where}: camera_id is empty; every row names its camera folder")
+        tz_name = raw.get("timezone") or None
+        tz = parse_timezone(tz_name)
+        row = {
+            "camera_id": camera,
+            "deployment_id": raw.get("deployment_id") or camera,
+            "latitude": _number(raw, "latitude", where, -90, 90),
+            "longitude": _number(raw, "longitude", where, -180, 180),
+            "start": _local_time(raw.get("start"), tz, where, "start"),
+            "end": _local_time(raw.get("end"), tz, where, "end"),
+            "timezone": tz_name or _offset_name(raw.get("start")),
+            "clock_offset_s": _number(raw, "clock_offset_s", where) or 0.0,
+            "camera_height_m": _number(raw, "camera_height_m", where, 0, None),
+            "bait": (raw.get("bait") or None),
+            "habitat": raw.get("habitat") or None,
+            "source": "deployments.csv",
+        }
+        if row["bait"] is not None and row["bait"] not in BAIT_VALUES:
+            raise DeploymentsError(f"{where}: bait {row['bait']!r} is not one of {', '.join(BAIT_VALUES)}")
+        if (row["latitude"] is None) != (row["longitude"] is None):
+            raise DeploymentsError(f"{where}: give both latitude and longitude, or neither")
+        if row["start"] and row["end"] and row["end"] < row["start"]:
+            raise DeploymentsError(f"{where}: end {row['end']} is before start {row['start']}")
+        if row["deployment_id"] in seen:
+            raise DeploymentsError(f"{where}: deployment_id {row['deployment_id']!r} appears twice")
+        seen.add(row["deployment_id"])
+        rows.append(row)
+    return pa.Table.from_pylist(rows, schema=DEPLOYMENTS)
+
+
+def _number(raw: dict, key: str, where: str, lo: float | None = None, hi: float | None = None) -> float | None:
+    value = raw.get(key)
+    if value in (None, ""):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise DeploymentsError(f"{where}: {key} {value!r} is not a number") from None
+    if (lo is not None and number < lo) or (hi is not None and number > hi):
+        raise DeploymentsError(f"{where}: {key} {number} is outside [{lo}, {hi}]")
+    return number
+
+
+def _local_time(value: str | None, tz, where: str, key: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise DeploymentsError(f"{where}: {key} {value!r} is not an ISO 8601 time like 2024-06-01T12:00:00") from None
+    if parsed.tzinfo is not None:
+        # An explicit offset: convert to the deployment's zone when one is given, else keep its wall clock.
+        parsed = (parsed.astimezone(tz) if tz is not None else parsed).replace(tzinfo=None)
+    return parsed
+
+
+def _offset_name(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    minutes = int(parsed.utcoffset().total_seconds() // 60)
+    return f"{'+' if minutes >= 0 else '-'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def deployments_from_media(media: pa.Table, *, now: datetime | None = None) -> pa.Table:
+    """One deployment per camera from its media: median GPS fix and first/last plausible timestamp."""
+    now = now or datetime.now(timezone.utc).replace(tzinfo=None)
+    locations = {r["camera_id"]: r for r in camera_locations(media)}
+    spans: dict[str, list[datetime]] = {c: [] for c in locations}
+    ok = media.filter(pc.fill_null(pc.equal(media["status"], "ok"), False)).select(["camera_id", "timestamp"])
+    for row in ok.to_pylist():
+        t = row["timestamp"]
+        if t is not None and EARLIEST_PLAUSIBLE <= t <= now + timedelta(days=1):
+            spans[row["camera_id"]].append(t)
+    rows = []
+    for camera, loc in sorted(locations.items()):
+        times = spans[camera]
+        rows.append({
+            "camera_id": camera, "deployment_id": camera,
+            "latitude": loc["latitude"], "longitude": loc["longitude"],
+            "start": min(times) if times else None, "end": max(times) if times else None,
+            "timezone": None, "clock_offset_s": 0.0, "camera_height_m": None, "bait": None,
+            "habitat": None, "source": "media",
+        })
+    return pa.Table.from_pylist(rows, schema=DEPLOYMENTS)
+
+
+def build_deployments(media: pa.Table, csv_table: pa.Table | None = None, *, now: datetime | None = None) -> pa.Table:
+    """The deployments of every camera in ``media``: CSV rows where given, media-built rows otherwise.
+
+    A CSV row without coordinates or without start/end borrows them from the media (after its clock
+    offset), so a CSV that only records clock offsets is enough.
+    """
+    from_media = {r["camera_id"]: r for r in deployments_from_media(media, now=now).to_pylist()}
+    rows = []
+    listed = set()
+    for row in (csv_table.to_pylist() if csv_table is not None else []):
+        listed.add(row["camera_id"])
+        fallback = from_media.get(row["camera_id"])
+        if fallback:
+            if row["latitude"] is None:
+                row["latitude"], row["longitude"] = fallback["latitude"], fallback["longitude"]
+            shift = timedelta(seconds=row["clock_offset_s"] or 0.0)
+            single = sum(1 for r in csv_table.to_pylist() if r["camera_id"] == row["camera_id"]) == 1
+            if single and row["start"] is None and fallback["start"] is not None:
+                row["start"] = fallback["start"] + shift
+            if single and row["end"] is None and fallback["end"] is not None:
+                row["end"] = fallback["end"] + shift
+        rows.append(row)
+    rows.extend(r for c, r in sorted(from_media.items()) if c not in listed)
+    rows.sort(key=lambda r: (r["camera_id"], r["start"] or datetime.min, r["deployment_id"]))
+    return pa.Table.from_pylist(rows, schema=DEPLOYMENTS)
+
+
+def apply_clock_offsets(table: pa.Table, deployments: pa.Table, *, now: datetime | None = None) -> pa.Table:
+    """Correct ``timestamp`` by each deployment's clock offset and flag timestamp problems.
+
+    Works on any table with ``camera_id`` and ``timestamp`` (media, detections). Returns the same rows
+    in the same order with ``timestamp`` corrected and three columns appended: ``timestamp_camera``
+    (the time as the camera wrote it), ``deployment_id`` and ``timestamp_issue`` (null when fine, else
+    one of ``TIMESTAMP_ISSUES``). Select ``schemas.MEDIA.names`` to get back the plain contract table.
+
+    With several deployments for one camera, a row goes to the deployment whose window holds its
+    corrected time; a row in no window goes to the nearest deployment and is flagged.
+    """
+    for column in ("camera_id", "timestamp"):
+        if column not in table.column_names:
+            raise ValueError(f"table lacks column {column!r}: apply_clock_offsets needs camera_id and timestamp")
+    now = now or datetime.now(timezone.utc).replace(tzinfo=None)
+    future_limit = now + timedelta(days=1)
+    by_camera: dict[str, list[dict[str, Any]]] = {}
+    for dep in deployments.to_pylist():
+        by_camera.setdefault(dep["camera_id"], []).append(dep)
+
+    cameras = table.column("camera_id").to_pylist()
+    stamps = table.column("timestamp").to_pylist()
+    corrected, deployment_ids, issues = [], [], []
+    for camera, stamp in zip(cameras, stamps):
+        deps = by_camera.get(camera, [])
+        dep, fixed, issue = _place(stamp, deps)
+        # A clock reset or a wrong year says more than "outside the deployment": report that first.
+        if fixed is not None and fixed < EARLIEST_PLAUSIBLE:
+            issue = "before_2000"
+        elif fixed is not None and fixed > future_limit:
+            issue = "in_future"
+        corrected.append(fixed)
+        deployment_ids.append(dep["deployment_id"] if dep else None)
+        issues.append(issue)
+
+    out = table
+    if "timestamp_camera" not in out.column_names:
+        out = out.append_column("timestamp_camera", table["timestamp"])
+    out = out.set_column(out.schema.get_field_index("timestamp"), out.schema.field("timestamp"),
+                         pa.array(corrected, type=table.schema.field("timestamp").type))
+    for name, values in (("deployment_id", deployment_ids), ("timestamp_issue", issues)):
+        array = pa.array(values, type=pa.string())
+        if name in out.column_names:
+            out = out.set_column(out.schema.get_field_index(name), name, array)
+        else:
+            out = out.append_column(name, array)
+    return out
+
+
+def _place(stamp: datetime | None, deps: list[dict[str, Any]]):
+    """(deployment, corrected time, issue) for one camera timestamp."""
+    if stamp is None:
+        return (deps[0] if len(deps) == 1 else None), None, "missing"
+    if not deps:
+        return None, stamp, None
+    candidates = []
+    for dep in deps:
+        fixed = stamp + timedelta(seconds=dep["clock_offset_s"] or 0.0)
+        start, end = dep["start"], dep["end"]
+        inside = (start is None or fixed >= start) and (end is None or fixed <= end)
+        distance = 0.0 if inside else min(
+            abs((fixed - t).total_seconds()) for t in (start, end) if t is not None)
+        candidates.append((distance, dep["start"] or datetime.min, dep["deployment_id"], dep, fixed))
+    distance, _, _, dep, fixed = min(candidates, key=lambda c: c[:3])
+    return dep, fixed, (None if distance == 0.0 else "outside_deployment")
+
+
+def timestamp_issue_counts(flagged: pa.Table) -> dict[str, int]:
+    """Counts per issue of a table from :func:`apply_clock_offsets`, for asset metadata."""
+    values = [v for v in flagged.column("timestamp_issue").to_pylist() if v is not None]
+    return {issue: values.count(issue) for issue in TIMESTAMP_ISSUES if issue in values}
+
+
+def trap_nights(deployments: pa.Table, media: pa.Table | None = None) -> dict[str, float]:
+    """Camera-days of effort per camera.
+
+    From the deployment's start and end when both are known; otherwise from the span between the
+    first and last plausible media timestamp (which undercounts by up to a day at each end: it is what
+    the data can prove). Several deployments of one camera add up.
+    """
+    nights: dict[str, float] = {}
+    spans: dict[str, tuple[datetime, datetime]] = {}
+    if media is not None:
+        for row in deployments_from_media(media).to_pylist():
+            if row["start"] is not None:
+                spans[row["camera_id"]] = (row["start"], row["end"])
+    for dep in deployments.to_pylist():
+        start, end = dep["start"], dep["end"]
+        if start is None or end is None:
+            start, end = spans.get(dep["camera_id"], (None, None))
+        if start is None or end is None:
+            continue
+        nights[dep["camera_id"]] = nights.get(dep["camera_id"], 0.0) + (end - start).total_seconds() / 86400.0
+    return nights

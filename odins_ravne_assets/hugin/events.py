@@ -1,0 +1,338 @@
+"""Events: detections condensed into "what passed this camera, when, how many".
+
+A camera trap fires bursts; analysts count *events* (a visit of one species), not frames. The steps:
+
+1. Keep detections at or above ``min_confidence`` (the detector's own confidence), joined to their
+   species label on ``detection_id``. A detection that Stage 2 did not label (no crop, or a person or
+   vehicle) keeps the detector's coarse label: person -> ``human``, vehicle -> ``vehicle``, animal ->
+   the detector label (``dog``).
+2. Per camera and per category (animal, person, vehicle: never mixed), cut the time-ordered
+   detections into *sequences* wherever consecutive detections are more than ``window_minutes`` apart.
+3. Label smoothing, animals only: within one sequence each species gets a vote weighted by confidence
+   (detector conf x classifier score). When one species holds more than half of the votes, species
+   holding less than ``label_smoothing`` of the votes are relabelled to it: a single "deer" inside a
+   burst of "elk" is one more elk. Species with a larger share stay separate events (a fox and a
+   badger really can share a night).
+4. Per camera, category and (smoothed) species, a gap of more than ``window_minutes`` between
+   consecutive detections starts a new event. ``max_count`` is the largest number of detections of that
+   species in any one media frame (the largest simultaneous count, not a sum over the burst).
+5. Blank events (optional, needs the media table): ok media with no detection kept in step 1 and no
+   kept detection within ``window_minutes`` of them, grouped by the same gap rule.
+
+Null timestamps (decided): a detection whose media has no usable time cannot be placed in a sequence,
+and guessing one would merge unrelated visits. Each such media file becomes its own sequence (events
+with null ``start``/``end``), so the animal still counts in species lists and richness, while any
+time-based figure (activity by hour, trap-night rates) skips it.
+
+Empty input returns an empty table with the ``EVENTS`` schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pyarrow as pa
+
+from gpu_ops import schemas
+
+# Stage 2 does not always label people and vehicles; these are the names their events carry then.
+_DEFAULT_NAMES = {
+    "person": ("human", "Homo sapiens"),
+    "vehicle": ("vehicle", None),
+}
+BLANK = "blank"
+EVENT_CATEGORIES = ("animal", "person", "vehicle", BLANK)
+PER_CAMERA_KEYS = ("compression_window", "min_confidence")
+
+
+@dataclass(frozen=True)
+class _Detection:
+    camera_id: str
+    detection_id: str
+    file_path: str
+    frame_number: int
+    timestamp: datetime | None
+    category: str
+    species: str
+    scientific_name: str | None
+    crop_path: str | None
+    conf: float
+    weight: float  # the vote in label smoothing: detector conf x classifier score
+
+
+def settings_for_camera(
+    camera_id: str,
+    *,
+    window_minutes: float,
+    min_confidence: float,
+    per_camera: Mapping[str, Mapping[str, float]] | None = None,
+) -> tuple[float, float]:
+    """The (window_minutes, min_confidence) for one camera: the run's values unless overridden.
+
+    ``per_camera`` is the profile's ``events.per_camera``: ``{camera_id: {compression_window: 5,
+    min_confidence: 0.5}}``; either key may be left out.
+    """
+    override = dict((per_camera or {}).get(camera_id) or {})
+    unknown = sorted(set(override) - set(PER_CAMERA_KEYS))
+    if unknown:
+        raise ValueError(
+            f"events.per_camera[{camera_id!r}] has unknown key(s) {unknown}: "
+            f"use only {list(PER_CAMERA_KEYS)}"
+        )
+    window = float(override.get("compression_window", window_minutes))
+    min_conf = float(override.get("min_confidence", min_confidence))
+    _check_settings(window, min_conf, where=f"camera {camera_id!r}")
+    return window, min_conf
+
+
+def _check_settings(window_minutes: float, min_confidence: float, *, where: str) -> None:
+    if not window_minutes >= 0:
+        raise ValueError(f"compression window for {where} is {window_minutes}: use minutes >= 0")
+    if not 0.0 <= min_confidence <= 1.0:
+        raise ValueError(f"min_confidence for {where} is {min_confidence}: use a value in [0, 1]")
+
+
+def condense_events(
+    species_labels: pa.Table,
+    detections: pa.Table,
+    *,
+    window_minutes: float,
+    min_confidence: float,
+    per_camera: Mapping[str, Mapping[str, float]] | None = None,
+    label_smoothing: float | None = 0.25,
+    media: pa.Table | None = None,
+) -> pa.Table:
+    """Condense one camera's detections into ``schemas.EVENTS`` rows.
+
+    ``detections`` drives the events (timestamps, confidences, frames); ``species_labels`` names them.
+    Several cameras in one call are handled camera by camera, each with its own settings.
+
+    Keyword arguments beyond the first two are optional refinements:
+    ``per_camera`` overrides window / min_confidence per camera (see :func:`settings_for_camera`);
+    ``label_smoothing`` is the vote share below which a minority species in a sequence is relabelled
+    to the majority (``None`` or 0 turns smoothing off); ``media`` (``schemas.MEDIA``) adds blank
+    events for ok media in which nothing was kept.
+    """
+    _check_settings(window_minutes, min_confidence, where="the run")
+    if label_smoothing is not None and not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(
+            f"label_smoothing is {label_smoothing}: use a vote share in [0, 0.5), or None to turn it off"
+        )
+    _require_columns(detections, ("camera_id", "detection_id", "timestamp", "conf"), "detections")
+    _require_columns(species_labels, ("detection_id",), "species_labels")
+
+    by_camera: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    labels = _labels_by_detection(species_labels)
+    for row in detections.to_pylist():
+        by_camera[row["camera_id"]].append(row)
+    media_by_camera: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    if media is not None:
+        for row in media.select(["camera_id", "file_path", "timestamp", "status"]).to_pylist():
+            media_by_camera[row["camera_id"]].append(row)
+
+    events: list[dict[str, Any]] = []
+    for camera_id in sorted(set(by_camera) | set(media_by_camera)):
+        window, min_conf = settings_for_camera(
+            camera_id, window_minutes=window_minutes, min_confidence=min_confidence, per_camera=per_camera
+        )
+        kept = _kept_detections(by_camera.get(camera_id, []), labels, min_conf)
+        gap = timedelta(minutes=window)
+        smoothed: list[_Detection] = []
+        for category in ("animal", "person", "vehicle"):
+            of_category = [d for d in kept if d.category == category]
+            for sequence in _sequences(of_category, gap):
+                if category == "animal" and label_smoothing:
+                    sequence = _smooth(sequence, label_smoothing)
+                smoothed.extend(sequence)
+        events.extend(_events_from_detections(smoothed, gap))
+        if media is not None:
+            events.extend(_blank_events(camera_id, media_by_camera.get(camera_id, []), kept, gap))
+
+    events.sort(key=lambda e: (e["camera_id"], e["start"] is None, e["start"] or datetime.min,
+                               e["category"], e["species"] or "", e["event_id"]))
+    return pa.Table.from_pylist(events, schema=schemas.EVENTS)
+
+
+def _require_columns(table: pa.Table, columns: Iterable[str], name: str) -> None:
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{name} table lacks column(s) {missing}: expected the schemas.{name.upper()} layout")
+
+
+def _labels_by_detection(species_labels: pa.Table) -> dict[str, dict[str, Any]]:
+    wanted = [c for c in ("detection_id", "species", "scientific_name", "crop_path", "score")
+              if c in species_labels.column_names]
+    return {row["detection_id"]: row for row in species_labels.select(wanted).to_pylist()}
+
+
+def _kept_detections(
+    rows: list[dict[str, Any]], labels: Mapping[str, Mapping[str, Any]], min_confidence: float
+) -> list[_Detection]:
+    # Confidences are float32 in the tables: compare in float32 too, or a detection stored as 0.7
+    # (0.69999999 in float32) would fall below a threshold of 0.7.
+    threshold = np.float32(min_confidence)
+    kept = []
+    for row in rows:
+        conf = row["conf"]
+        if conf is None or np.float32(conf) < threshold:
+            continue
+        category = row.get("category") or "animal"
+        label = labels.get(row["detection_id"]) or {}
+        species = label.get("species")
+        scientific = label.get("scientific_name")
+        if not species:
+            species, scientific = _DEFAULT_NAMES.get(category, (row.get("label") or category, None))
+        score = label.get("score")
+        weight = float(conf) * (float(score) if score is not None else 1.0)
+        kept.append(
+            _Detection(
+                camera_id=row["camera_id"],
+                detection_id=row["detection_id"],
+                file_path=row.get("file_path") or "",
+                frame_number=int(row.get("frame_number") or 0),
+                timestamp=row["timestamp"],
+                category=category,
+                species=species,
+                scientific_name=scientific,
+                crop_path=label.get("crop_path"),
+                conf=float(conf),
+                weight=weight,
+            )
+        )
+    return kept
+
+
+def _sequences(detections: list[_Detection], gap: timedelta) -> list[list[_Detection]]:
+    """Cut time-ordered detections where the gap exceeds the window; untimed media stand alone."""
+    timed = sorted((d for d in detections if d.timestamp is not None),
+                   key=lambda d: (d.timestamp, d.file_path, d.frame_number, d.detection_id))
+    sequences: list[list[_Detection]] = []
+    for d in timed:
+        if sequences and d.timestamp - sequences[-1][-1].timestamp <= gap:
+            sequences[-1].append(d)
+        else:
+            sequences.append([d])
+    untimed: dict[str, list[_Detection]] = defaultdict(list)
+    for d in detections:
+        if d.timestamp is None:
+            untimed[d.file_path].append(d)
+    sequences.extend(sorted(untimed[k], key=lambda d: (d.frame_number, d.detection_id)) for k in sorted(untimed))
+    return sequences
+
+
+def _smooth(sequence: list[_Detection], share: float) -> list[_Detection]:
+    votes: dict[str, float] = defaultdict(float)
+    for d in sequence:
+        votes[d.species] += d.weight
+    total = sum(votes.values())
+    if len(votes) < 2 or total <= 0:
+        return sequence
+    # Ties broken by name so the outcome never depends on row order.
+    majority = max(votes, key=lambda s: (votes[s], s))
+    if votes[majority] <= 0.5 * total:
+        return sequence
+    named = max((d for d in sequence if d.species == majority), key=lambda d: d.weight)
+    out = []
+    for d in sequence:
+        if d.species != majority and votes[d.species] < share * total:
+            d = replace(d, species=majority, scientific_name=named.scientific_name)
+        out.append(d)
+    return out
+
+
+def _event_id(camera_id: str, category: str, species: str | None, start: datetime | None, first: str) -> str:
+    # Readable prefix (camera, start) for humans; the hash keeps ids unique and stable across runs.
+    digest = hashlib.sha1(
+        "|".join([camera_id, category, species or "", start.isoformat() if start else "", first]).encode()
+    ).hexdigest()[:10]
+    when = start.strftime("%Y%m%dT%H%M%S") if start else "notime"
+    return f"{camera_id}-{when}-{digest}"
+
+
+def _events_from_detections(detections: list[_Detection], gap: timedelta) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str], list[_Detection]] = defaultdict(list)
+    for d in detections:
+        groups[(d.category, d.species)].append(d)
+    events = []
+    for (category, species), members in sorted(groups.items()):
+        for run in _sequences(members, gap):
+            per_frame: dict[tuple[str, int], int] = defaultdict(int)
+            for d in run:
+                per_frame[(d.file_path, d.frame_number)] += 1
+            best = max(run, key=lambda d: (d.conf, d.crop_path is not None, -_ts(d), d.detection_id))
+            times = [d.timestamp for d in run if d.timestamp is not None]
+            start = min(times) if times else None
+            events.append(
+                {
+                    "camera_id": run[0].camera_id,
+                    "event_id": _event_id(run[0].camera_id, category, species, start, run[0].detection_id),
+                    "category": category,
+                    "species": species,
+                    "scientific_name": best.scientific_name,
+                    "start": start,
+                    "end": max(times) if times else None,
+                    "n_media": len({d.file_path for d in run}),
+                    "max_count": max(per_frame.values()),
+                    "best_conf": best.conf,
+                    "representative_file_path": best.file_path,
+                    "representative_detection_id": best.detection_id,
+                    "representative_crop_path": best.crop_path,
+                }
+            )
+    return events
+
+
+def _ts(d: _Detection) -> float:
+    return d.timestamp.timestamp() if d.timestamp is not None else float("inf")
+
+
+def _blank_events(
+    camera_id: str, media_rows: list[dict[str, Any]], kept: list[_Detection], gap: timedelta
+) -> list[dict[str, Any]]:
+    occupied = {d.file_path for d in kept}
+    kept_times = np.array(sorted(d.timestamp for d in kept if d.timestamp is not None), dtype="datetime64[us]")
+    blank = []
+    for row in media_rows:
+        if row["status"] != "ok" or row["file_path"] in occupied:
+            continue
+        t = row["timestamp"]
+        if t is not None and kept_times.size:
+            # An empty frame at the tail of a visit (the animal just left) belongs to that visit.
+            i = int(np.searchsorted(kept_times, np.datetime64(t, "us")))
+            near = [kept_times[j] for j in (i - 1, i) if 0 <= j < kept_times.size]
+            if any(abs(np.datetime64(t, "us") - k) <= np.timedelta64(gap) for k in near):
+                continue
+        blank.append(row)
+    runs: list[list[dict[str, Any]]] = []
+    for row in sorted((r for r in blank if r["timestamp"] is not None), key=lambda r: (r["timestamp"], r["file_path"])):
+        if runs and row["timestamp"] - runs[-1][-1]["timestamp"] <= gap:
+            runs[-1].append(row)
+        else:
+            runs.append([row])
+    runs.extend([r] for r in sorted((r for r in blank if r["timestamp"] is None), key=lambda r: r["file_path"]))
+    events = []
+    for run in runs:
+        start = run[0]["timestamp"]
+        events.append(
+            {
+                "camera_id": camera_id,
+                "event_id": _event_id(camera_id, BLANK, None, start, run[0]["file_path"]),
+                "category": BLANK,
+                "species": None,
+                "scientific_name": None,
+                "start": start,
+                "end": run[-1]["timestamp"],
+                "n_media": len(run),
+                "max_count": 0,
+                "best_conf": None,
+                "representative_file_path": run[0]["file_path"],
+                "representative_detection_id": None,
+                "representative_crop_path": None,
+            }
+        )
+    return events

@@ -1,0 +1,212 @@
+"""Munin: per-camera processing assets (media manifest, Stage 1 detections, crops, Stage 2 labels).
+
+Each asset is the thin, observable wrapper: the work is in :mod:`odins_ravne_assets.munin` and in the
+``gpu_ops`` entrypoint, which the GPU assets launch through Dagster Pipes (a subprocess locally, AWS
+Batch jobs in the cloud profiles). Tables are written under the output root, Hive-partitioned by camera.
+"""
+
+
+from collections import Counter
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from gpu_ops.cropper import crop_detection, encode_jpeg
+from gpu_ops.media import load_image
+from odins_ravne_assets.munin.ingest import build_manifest
+from odins_ravne_assets.munin.publish import detections_table, species_table, stage1_pending, stage2_pending
+from odins_ravne_assets.partitions import cameras, validate_camera_id
+from resources.pipeline import PipelineResource
+from resources.runner import GpuStageRunner
+from resources.storage import partition_key
+
+
+def markdown_table(rows: list[dict], limit: int = 50) -> str:
+    if not rows:
+        return "_none_"
+    headers = list(rows[0])
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in rows[:limit]:
+        lines.append("| " + " | ".join(str(row[h]).replace("|", "\\|") for h in headers) + " |")
+    if len(rows) > limit:
+        lines.append(f"\n_{len(rows) - limit} more rows not shown_")
+    return "\n".join(lines)
+
+
+def _camera(context: AssetExecutionContext) -> str:
+    return validate_camera_id(context.partition_key)
+
+
+@asset(
+    partitions_def=cameras,
+    group_name="munin",
+    kinds={"parquet"},
+    check_specs=[AssetCheckSpec("every_media_has_status", asset="raw_images")],
+    description="The media manifest: every image and video of the camera, probed (EXIF time, GPS, "
+    "size, sha256), with status ok|failed and the failure reason.",
+)
+def raw_images(context: AssetExecutionContext, pipeline: PipelineResource):
+    camera_id = _camera(context)
+    last_logged = [0]
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done - last_logged[0] >= max(1, total // 10):
+            last_logged[0] = done
+            context.log.info(f"camera {camera_id}: probed {done}/{total} new or changed files")
+
+    manifest, figures = build_manifest(
+        pipeline.camera_input(camera_id), camera_id, pipeline.output, progress=progress
+    )
+    path = pipeline.output.write_parquet(partition_key("media", camera_id), manifest)
+    failed = manifest.filter(pc.equal(manifest["status"], "failed")).select(["file_path", "failure"])
+    for row in failed.to_pylist():
+        context.log.warning(f"camera {camera_id}: {row['file_path']} failed: {row['failure']}")
+    statuses = set(manifest.column("status").to_pylist())
+    yield MaterializeResult(
+        metadata={
+            **figures,
+            "path": MetadataValue.path(path),
+            "failures": MetadataValue.md(markdown_table(failed.to_pylist())),
+        }
+    )
+    yield AssetCheckResult(
+        check_name="every_media_has_status",
+        passed=statuses <= {"ok", "failed"} and manifest.filter(pc.is_null(manifest["status"])).num_rows == 0,
+        metadata={"statuses": ", ".join(sorted(str(s) for s in statuses))},
+    )
+
+
+@asset(
+    partitions_def=cameras,
+    deps=[raw_images],
+    group_name="munin",
+    kinds={"parquet", "pytorch"},
+    check_specs=[AssetCheckSpec("bboxes_inside_image", asset="detections")],
+    description="Stage 1: animals, people and vehicles in every media (sampled frames for videos), "
+    "run out of process by the gpu_ops entrypoint; boxes normalized [x, y, w, h] from the top-left.",
+)
+def detections(context: AssetExecutionContext, pipeline: PipelineResource, gpu_runner: GpuStageRunner):
+    camera_id = _camera(context)
+    pending = stage1_pending(pipeline.output, camera_id, pipeline.settings)
+    stats = {}
+    if pending:  # a GPU job costs a cold start (and money on Batch): launch one only for real work
+        context.log.info(f"camera {camera_id}: {pending} media to detect")
+        stats = gpu_runner.run(context, stage="detect", camera_id=camera_id, pipeline=pipeline)
+    else:
+        context.log.info(f"camera {camera_id}: every media already detected with this model; no GPU job")
+    table, _, failures = detections_table(pipeline.output, camera_id, pipeline.settings)
+    path = pipeline.output.write_parquet(partition_key("detections", camera_id), table)
+    by_label = Counter(zip(table.column("category").to_pylist(), table.column("label").to_pylist()))
+    coords = [table.column(c) for c in ("bbox_x", "bbox_y", "bbox_w", "bbox_h")]
+    inside = table.num_rows == 0 or (
+        min(pc.min(c).as_py() for c in coords) >= 0.0
+        and pc.max(pc.add(coords[0], coords[2])).as_py() <= 1.0 + 1e-6
+        and pc.max(pc.add(coords[1], coords[3])).as_py() <= 1.0 + 1e-6
+    )
+    yield MaterializeResult(
+        metadata={
+            "detections": table.num_rows,
+            "media_with_detections": len(set(table.column("file_path").to_pylist())),
+            "by_label": MetadataValue.md(
+                markdown_table([{"category": c, "label": l, "count": n} for (c, l), n in by_label.most_common()])
+            ),
+            "stage1_failures": MetadataValue.md(
+                markdown_table([{"file_path": k, "failure": v} for k, v in sorted(failures.items())])
+            ),
+            **{f"stage1_{k}": v for k, v in stats.items()},
+            "path": MetadataValue.path(path),
+        }
+    )
+    yield AssetCheckResult(check_name="bboxes_inside_image", passed=bool(inside))
+
+
+@asset(
+    partitions_def=cameras,
+    deps=[detections],
+    group_name="munin",
+    kinds={"parquet"},
+    description="JPEG crops of the detections at or above pipeline.crops.min_confidence, with an index.",
+)
+def crops(context: AssetExecutionContext, pipeline: PipelineResource) -> MaterializeResult:
+    camera_id = _camera(context)
+    _, table, _ = detections_table(pipeline.output, camera_id, pipeline.settings)
+    output = pipeline.output
+    recut = _recut_missing_crops(camera_id, table, output, pipeline.camera_input(camera_id), pipeline.settings)
+    if recut:
+        context.log.warning(f"camera {camera_id}: {recut} crop files were missing and were cut again")
+    path = output.write_parquet(partition_key("crops", camera_id), table)
+    return MaterializeResult(
+        metadata={
+            "crops": table.num_rows,
+            "recut": recut,
+            "path": MetadataValue.path(path),
+            "crop_folder": MetadataValue.path(output.uri(f"crops/camera_id={camera_id}")),
+        }
+    )
+
+
+def _recut_missing_crops(camera_id: str, table: pa.Table, output, camera_input, profile) -> int:
+    """Crops are written by Stage 1; a crop file deleted since is cut again from its media."""
+    missing = [row for row in table.to_pylist() if not output.exists(row["crop_path"])]
+    if not missing:
+        return 0
+    detections_by_id = {
+        row["detection_id"]: row
+        for row in output.read_parquet(f"detections/camera_id={camera_id}").to_pylist()
+    }
+    for row in missing:
+        det = detections_by_id[row["detection_id"]]
+        if row["frame_number"]:
+            continue  # video frames are re-cut by re-running Stage 1, not here
+        with camera_input.local_copy(row["file_path"]) as path:
+            image = load_image(path)
+        bbox = (det["bbox_x"], det["bbox_y"], det["bbox_w"], det["bbox_h"])
+        crop = crop_detection(image, bbox, pad_fraction=profile.pipeline.crops.pad_fraction)
+        output.write_bytes(row["crop_path"], encode_jpeg(crop, quality=profile.pipeline.crops.jpeg_quality))
+    return len(missing)
+
+
+@asset(
+    partitions_def=cameras,
+    deps=[crops],
+    group_name="munin",
+    kinds={"parquet", "pytorch"},
+    description="Stage 2: a species label with taxonomy for every crop, run out of process by the "
+    "gpu_ops entrypoint; the classifier is chosen by pipeline.stage2.classifier.",
+)
+def species_labels(context: AssetExecutionContext, pipeline: PipelineResource, gpu_runner: GpuStageRunner) -> MaterializeResult:
+    camera_id = _camera(context)
+    pending = stage2_pending(pipeline.output, camera_id, pipeline.settings)
+    stats = {}
+    if pending:
+        context.log.info(f"camera {camera_id}: {pending} crops to classify")
+        stats = gpu_runner.run(context, stage="classify", camera_id=camera_id, pipeline=pipeline)
+    else:
+        context.log.info(f"camera {camera_id}: every crop already labelled; no GPU job")
+    table = species_table(pipeline.output, camera_id, pipeline.settings)
+    path = pipeline.output.write_parquet(partition_key("species_labels", camera_id), table)
+    by_species = Counter(zip(table.column("species").to_pylist(), table.column("scientific_name").to_pylist()))
+    return MaterializeResult(
+        metadata={
+            "labels": table.num_rows,
+            "by_species": MetadataValue.md(
+                markdown_table(
+                    [{"species": s, "scientific_name": n, "count": c} for (s, n), c in by_species.most_common()]
+                )
+            ),
+            **{f"stage2_{k}": v for k, v in stats.items()},
+            "path": MetadataValue.path(path),
+        }
+    )
+
+
+MUNIN_ASSETS = [raw_images, detections, crops, species_labels]

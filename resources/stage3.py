@@ -1,0 +1,118 @@
+"""Stage 3: the DuckDB database analysts query, ``OUTPUT/stage3/odins_ravne.duckdb``.
+
+For a local output root the database holds only views over the Parquet tables, so it is tiny and
+always current. DuckDB cannot read S3 here (no httpfs), so for an ``s3://`` output root the tables
+are copied into the database through pyarrow and the file is uploaded next to the Parquet; either
+way analysts see the same view names and columns.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from gpu_ops import schemas
+from resources.storage import Storage
+
+DB_KEY = "stage3/odins_ravne.duckdb"
+
+# view name -> (table folder under the output root, schema)
+BASE_VIEWS = {
+    "media": ("media", schemas.MEDIA),
+    "detections": ("detections", schemas.DETECTIONS),
+    "crops": ("crops", schemas.CROPS),
+    "species_labels": ("species_labels", schemas.SPECIES_LABELS),
+    "events": ("events", schemas.EVENTS),
+    "clusters": ("clusters", schemas.CLUSTERS),
+}
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _has_parquet(storage: Storage, folder: str) -> bool:
+    return any(info.key.endswith(".parquet") for info in storage.list(folder))
+
+
+def build_stage3(
+    output: Storage,
+    *,
+    extra_tables: dict[str, tuple[str, pa.Schema]] | None = None,
+    extra_views: dict[str, str] | None = None,
+) -> dict:
+    """(Re)build the database; returns the view names and their row counts.
+
+    ``extra_tables`` adds Parquet-backed views like the base ones; ``extra_views`` adds SQL views
+    defined over them (name -> SELECT ...), created in order.
+    """
+    tables = {**BASE_VIEWS, **(extra_tables or {})}
+    with tempfile.TemporaryDirectory() as tmp:
+        db_path = Path(tmp) / "odins_ravne.duckdb"
+        con = duckdb.connect(str(db_path))
+        try:
+            for view, (folder, schema) in tables.items():
+                if not _has_parquet(output, folder):
+                    con.register("empty_arrow", schema.empty_table())
+                    con.execute(f'CREATE TABLE "_empty_{view}" AS SELECT * FROM empty_arrow')
+                    con.unregister("empty_arrow")
+                    con.execute(f'CREATE VIEW "{view}" AS SELECT * FROM "_empty_{view}"')
+                elif output.is_s3:
+                    con.register("arrow_table", output.read_parquet(folder))
+                    con.execute(f'CREATE TABLE "_data_{view}" AS SELECT * FROM arrow_table')
+                    con.unregister("arrow_table")
+                    con.execute(f'CREATE VIEW "{view}" AS SELECT * FROM "_data_{view}"')
+                else:
+                    pattern = str(output.local_path(folder)) + "/**/*.parquet"
+                    con.execute(
+                        f'CREATE VIEW "{view}" AS SELECT * FROM read_parquet({_sql_str(pattern)}, '
+                        "hive_partitioning = false, union_by_name = true)"
+                    )
+            for view, sql in (extra_views or {}).items():
+                con.execute(f'CREATE VIEW "{view}" AS {sql}')
+            counts = {
+                name: con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
+                for name in [*tables, *(extra_views or {})]
+            }
+        finally:
+            con.close()
+        if output.is_s3:
+            output.write_bytes(DB_KEY, db_path.read_bytes())
+        else:
+            target = output.local_path(DB_KEY)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staged = target.with_name(f".{target.name}.tmp")
+            shutil.copyfile(db_path, staged)
+            staged.replace(target)
+    return counts
+
+
+def local_database(output: Storage, cache_dir: Path | None = None) -> Path:
+    """A local path of the Stage 3 database: itself when local, a downloaded copy when on S3."""
+    if not output.is_s3:
+        path = output.local_path(DB_KEY)
+    else:
+        cache_dir = cache_dir or Path(tempfile.gettempdir()) / "odins_ravne_stage3"
+        path = cache_dir / output.root.replace("s3://", "").replace("/", "_") / "odins_ravne.duckdb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(output.read_bytes(DB_KEY))
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no Stage 3 database at {path}: run `odins-ravne process INPUT --out {output.root}` first"
+        )
+    return path
+
+
+def query(output: Storage, sql: str) -> tuple[list[str], list[tuple]]:
+    """Run SQL read-only against the Stage 3 database; returns (column names, rows)."""
+    con = duckdb.connect(str(local_database(output)), read_only=True)
+    try:
+        cursor = con.execute(sql)
+        columns = [d[0] for d in cursor.description] if cursor.description else []
+        return columns, cursor.fetchall()
+    finally:
+        con.close()
