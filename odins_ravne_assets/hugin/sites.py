@@ -18,7 +18,6 @@ Definitions (what analysts will ask about):
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
 from typing import Mapping
 
 import pyarrow as pa
@@ -131,7 +130,3 @@ def site_summary(
             "last_seen": max(lasts) if lasts else None,
         })
     return pa.Table.from_pylist(site_rows, schema=SITES), pa.Table.from_pylist(species_rows, schema=SITE_SPECIES)
-
-
-def _unused(_: datetime) -> None:  # pragma: no cover
-    pass

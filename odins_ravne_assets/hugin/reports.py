@@ -1,0 +1,422 @@
+"""Reports: a project page and one page per camera, HTML with PNG plots, plus a Markdown summary.
+
+Everything is drawn with matplotlib (Agg backend, no tiles, no network): events per species,
+activity by hour of day, events over time, and a map of sites in a local metric projection (an
+equirectangular plot scaled by cos(latitude), fine over the few tens of kilometres a camera grid
+spans). Pages link their PNGs by relative path, so a report folder can be copied or zipped as is.
+
+Layout under ``out_dir`` (local folder; the asset uploads it when the output root is on S3)::
+
+    index.html, report.md, species.png, activity.png, timeline.png, sites.png
+    cameras/<camera_id>/index.html, report.md, species.png, activity.png, timeline.png
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: reports render in worker processes without a display
+import matplotlib.pyplot as plt  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
+
+from odins_ravne_assets.hugin.clusters import EARTH_RADIUS_M  # noqa: E402
+
+TOP_SPECIES = 8  # species drawn separately in stacked plots; the rest are "other"
+COLORS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#1f78b4", "#999999"]
+
+
+@dataclass
+class Report:
+    html_path: Path
+    markdown: str  # summary for Dagster metadata (MetadataValue.md)
+    files: list[Path] = field(default_factory=list)  # every file written, the page first
+
+
+def write_reports(
+    out_dir: str | Path,
+    *,
+    events: pa.Table,
+    clusters: pa.Table | None = None,
+    media: pa.Table | None = None,
+    sites: pa.Table | None = None,
+    site_species: pa.Table | None = None,
+    title: str = "Odins Ravne camera-trap report",
+) -> dict[str, Report]:
+    """The project report (key ``"project"``) and one report per camera (key: camera id)."""
+    out = Path(out_dir)
+    reports = {"project": write_project_report(out, events=events, clusters=clusters, media=media,
+                                               sites=sites, site_species=site_species, title=title)}
+    cameras = sorted({c for t in (events, media) if t is not None for c in t.column("camera_id").to_pylist() if c})
+    for camera in cameras:
+        reports[camera] = write_camera_report(out / "cameras" / camera, camera, events=events, media=media,
+                                              clusters=clusters)
+    return reports
+
+
+def write_project_report(
+    out_dir: str | Path,
+    *,
+    events: pa.Table,
+    clusters: pa.Table | None = None,
+    media: pa.Table | None = None,
+    sites: pa.Table | None = None,
+    site_species: pa.Table | None = None,
+    title: str = "Odins Ravne camera-trap report",
+) -> Report:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    evs = events.to_pylist()
+    animal = [e for e in evs if e["category"] == "animal"]
+    files = [
+        _plot_species(animal, out / "species.png"),
+        _plot_activity(animal, out / "activity.png"),
+        _plot_timeline(animal, out / "timeline.png"),
+    ]
+    if clusters is not None:
+        files.append(_plot_sites(clusters.to_pylist(), evs, out / "sites.png"))
+
+    cameras = sorted({e["camera_id"] for e in evs} | _cameras(media))
+    facts = _facts(evs, media)
+    sections = [_facts_html(facts), _species_table_html(animal)]
+    sections.append(_figures_html([f.name for f in files]))
+    if sites is not None:
+        sections.append(_table_html(
+            "Sites", ["site", "status", "cameras", "trap-nights", "animal events", "richness", "first seen", "last seen"],
+            [[r["site_id"], r["status"], r["camera_ids"], _num(r["trap_nights"]), r["n_animal_events"],
+              r["species_richness"], _when(r["first_seen"]), _when(r["last_seen"])] for r in sites.to_pylist()]))
+    if site_species is not None and site_species.num_rows:
+        sections.append(_table_html(
+            "Detection rates per site", ["site", "species", "events", "per 100 trap-nights", "max count",
+                                         "first seen", "last seen"],
+            [[r["site_id"], r["species"], r["n_events"], _num(r["events_per_100_trap_nights"]),
+              r["n_individuals_max"], _when(r["first_seen"]), _when(r["last_seen"])]
+             for r in site_species.to_pylist()]))
+    sections.append(_table_html(
+        "Cameras", ["camera", "media", "failed", "animal events", "species", "report"],
+        [[c, facts["media_by_camera"].get(c, 0), facts["failed_by_camera"].get(c, 0),
+          sum(1 for e in animal if e["camera_id"] == c),
+          len({e["species"] for e in animal if e["camera_id"] == c}),
+          f'<a href="cameras/{html.escape(c)}/index.html">open</a>'] for c in cameras], raw_last=True))
+    page = out / "index.html"
+    _write_page(page, title, sections)
+    markdown = _markdown(title, facts, animal, page)
+    (out / "report.md").write_text(markdown, encoding="utf-8")
+    return Report(page, markdown, [page, out / "report.md", *files])
+
+
+def write_camera_report(
+    out_dir: str | Path,
+    camera_id: str,
+    *,
+    events: pa.Table,
+    media: pa.Table | None = None,
+    clusters: pa.Table | None = None,
+) -> Report:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    evs = [e for e in events.to_pylist() if e["camera_id"] == camera_id]
+    mine = None
+    if media is not None:
+        mine = media.filter(pc.equal(media["camera_id"], camera_id))
+    animal = [e for e in evs if e["category"] == "animal"]
+    files = [
+        _plot_species(animal, out / "species.png"),
+        _plot_activity(animal, out / "activity.png"),
+        _plot_timeline(animal, out / "timeline.png"),
+    ]
+    facts = _facts(evs, mine)
+    site = None
+    if clusters is not None:
+        site = next((r for r in clusters.to_pylist() if r["camera_id"] == camera_id), None)
+    where = ""
+    if site:
+        loc = (f"{site['latitude']:.5f}, {site['longitude']:.5f}" if site["latitude"] is not None else "no GPS")
+        where = f"<p>Site <b>{html.escape(site['site_id'])}</b> ({html.escape(site['status'])}), {loc}</p>"
+    recent = sorted(evs, key=lambda e: (e["start"] is None, e["start"] or datetime.min))
+    sections = [
+        where + _facts_html(facts),
+        _species_table_html(animal),
+        _figures_html([f.name for f in files]),
+        _table_html("Events", ["start", "end", "category", "species", "media", "max count", "best conf", "representative"],
+                    [[_when(e["start"]), _when(e["end"]), e["category"], e["species"] or "", e["n_media"],
+                      e["max_count"], _num(e["best_conf"]), e["representative_file_path"] or ""] for e in recent]),
+    ]
+    page = out / "index.html"
+    title = f"Camera {camera_id}"
+    _write_page(page, title, sections, back="../../index.html")
+    markdown = _markdown(title, facts, animal, page)
+    (out / "report.md").write_text(markdown, encoding="utf-8")
+    return Report(page, markdown, [page, out / "report.md", *files])
+
+
+# -- facts and tables ------------------------------------------------------------------------------
+
+def _cameras(media: pa.Table | None) -> set[str]:
+    return set() if media is None else {c for c in media.column("camera_id").to_pylist() if c}
+
+
+def _facts(evs: list[dict], media: pa.Table | None) -> dict[str, Any]:
+    by_category = Counter(e["category"] for e in evs)
+    times = [e["start"] for e in evs if e["start"] is not None]
+    facts: dict[str, Any] = {
+        "events": dict(sorted(by_category.items())),
+        "species": len({e["species"] for e in evs if e["category"] == "animal"}),
+        "first": min(times) if times else None,
+        "last": max(times) if times else None,
+        "media_by_camera": {}, "failed_by_camera": {}, "media": None, "failed": None, "failures": {},
+    }
+    if media is not None:
+        rows = media.select([c for c in ("camera_id", "status", "failure") if c in media.column_names]).to_pylist()
+        facts["media"] = len(rows)
+        failed = [r for r in rows if r["status"] != "ok"]
+        facts["failed"] = len(failed)
+        facts["media_by_camera"] = dict(Counter(r["camera_id"] for r in rows))
+        facts["failed_by_camera"] = dict(Counter(r["camera_id"] for r in failed))
+        facts["failures"] = dict(Counter((r.get("failure") or "unknown").split(":")[0] for r in failed).most_common(5))
+    return facts
+
+
+def _facts_html(facts: Mapping[str, Any]) -> str:
+    items = []
+    if facts["media"] is not None:
+        items.append(f"<li><b>{facts['media']}</b> media, <b>{facts['failed']}</b> failed</li>")
+    counts = ", ".join(f"{n} {html.escape(k)}" for k, n in facts["events"].items()) or "none"
+    items.append(f"<li>Events: {counts}</li>")
+    items.append(f"<li><b>{facts['species']}</b> animal species</li>")
+    if facts["first"]:
+        items.append(f"<li>From {_when(facts['first'])} to {_when(facts['last'])}</li>")
+    if facts["failures"]:
+        reasons = ", ".join(f"{html.escape(k)} ({n})" for k, n in facts["failures"].items())
+        items.append(f"<li>Failures: {reasons}</li>")
+    return "<ul class='facts'>" + "".join(items) + "</ul>"
+
+
+def _species_rows(animal: list[dict]) -> list[list[Any]]:
+    by_species: dict[str, list[dict]] = defaultdict(list)
+    for e in animal:
+        by_species[e["species"]].append(e)
+    rows = []
+    for species, evs in sorted(by_species.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        rows.append([species, next((e["scientific_name"] for e in evs if e["scientific_name"]), "") or "",
+                     len(evs), max(e["max_count"] or 0 for e in evs), len({e["camera_id"] for e in evs})])
+    return rows
+
+
+def _species_table_html(animal: list[dict]) -> str:
+    rows = [[r[0], f"<i>{html.escape(r[1])}</i>", r[2], r[3], r[4]] for r in _species_rows(animal)]
+    return _table_html("Species", ["species", "scientific name", "events", "max count", "cameras"], rows,
+                       raw_columns={1})
+
+
+def _table_html(title: str, header: list[str], rows: Iterable[list[Any]], *, raw_last: bool = False,
+                raw_columns: set[int] | None = None) -> str:
+    raw = set(raw_columns or ())
+    if raw_last:
+        raw.add(len(header) - 1)
+    body = []
+    for row in rows:
+        cells = [(str(v) if i in raw else html.escape("" if v is None else str(v))) for i, v in enumerate(row)]
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    if not body:
+        return f"<h2>{html.escape(title)}</h2><p class='empty'>Nothing yet.</p>"
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    return f"<h2>{html.escape(title)}</h2><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _figures_html(names: list[str]) -> str:
+    captions = {"species.png": "Events per species", "activity.png": "Activity by hour of day",
+                "timeline.png": "Events over time", "sites.png": "Sites"}
+    # The plots carry their own titles: the alt text is for screen readers and broken images.
+    figs = "".join(f"<figure><img src='{html.escape(n)}' alt='{captions.get(n, n)}'></figure>" for n in names)
+    return f"<div class='figures'>{figs}</div>"
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
+h1{font-size:1.6rem;margin-bottom:.3rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.9rem;margin:.5rem 0}th,td{padding:.25rem .6rem;border-bottom:1px solid #eee;text-align:left}
+th{background:#f4f4f4}.figures{display:grid;grid-template-columns:repeat(auto-fit,minmax(480px,1fr));gap:1rem}
+figure{margin:0}img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85rem;color:#555}
+.facts li{margin:.15rem 0}.empty{color:#888}.meta{color:#777;font-size:.85rem}
+"""
+
+
+def _write_page(path: Path, title: str, sections: list[str], back: str | None = None) -> None:
+    nav = f"<p><a href='{back}'>&larr; project report</a></p>" if back else ""
+    generated = datetime.now().strftime("%Y-%m-%d %H:%M")
+    text = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body>{nav}<h1>{html.escape(title)}</h1>"
+            f"<p class='meta'>Generated {generated} by Odins Ravne (Hugin)</p>{''.join(sections)}</body></html>")
+    path.write_text(text, encoding="utf-8")
+
+
+def _markdown(title: str, facts: Mapping[str, Any], animal: list[dict], page: Path) -> str:
+    lines = [f"### {title}", ""]
+    if facts["media"] is not None:
+        lines.append(f"- {facts['media']} media, {facts['failed']} failed")
+    lines.append("- events: " + (", ".join(f"{n} {k}" for k, n in facts["events"].items()) or "none"))
+    if facts["first"]:
+        lines.append(f"- from {_when(facts['first'])} to {_when(facts['last'])}")
+    lines.append(f"- report: `{page}`")
+    rows = _species_rows(animal)
+    if rows:
+        lines += ["", "| species | events | max count | cameras |", "|---|---:|---:|---:|"]
+        lines += [f"| {r[0]} | {r[2]} | {r[3]} | {r[4]} |" for r in rows[:15]]
+    return "\n".join(lines) + "\n"
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else ""
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+# -- plots -----------------------------------------------------------------------------------------
+
+def _top_species(animal: list[dict]) -> list[str]:
+    counts = Counter(e["species"] for e in animal)
+    return [s for s, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_SPECIES]]
+
+
+def _group(species: str, top: list[str]) -> str:
+    return species if species in top else "other"
+
+
+def _empty(ax, text: str = "no animal events yet") -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", color="#888", transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_species(animal: list[dict], path: Path) -> Path:
+    counts = Counter(e["species"] for e in animal)
+    items = sorted(counts.items(), key=lambda kv: (kv[1], kv[0]))[-20:]
+    fig, ax = plt.subplots(figsize=(6.4, max(2.4, 0.35 * len(items) + 1.2)))
+    if items:
+        ax.barh([k for k, _ in items], [v for _, v in items], color=COLORS[0])
+        for i, (_, v) in enumerate(items):
+            ax.text(v, i, f" {v}", va="center", fontsize=8)
+        ax.set_xlabel("events")
+        ax.spines[["top", "right"]].set_visible(False)
+    else:
+        _empty(ax)
+    ax.set_title("Events per species")
+    return _save(fig, path)
+
+
+def _plot_activity(animal: list[dict], path: Path) -> Path:
+    top = _top_species(animal)[:5]
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    timed = [e for e in animal if e["start"] is not None]
+    if timed:
+        bottom = [0] * 24
+        groups = top + (["other"] if any(e["species"] not in top for e in timed) else [])
+        for i, group in enumerate(groups):
+            hours = Counter(e["start"].hour for e in timed if _group(e["species"], top) == group)
+            values = [hours.get(h, 0) for h in range(24)]
+            ax.bar(range(24), values, bottom=bottom, color=COLORS[i % len(COLORS)], label=group, width=0.85)
+            bottom = [b + v for b, v in zip(bottom, values)]
+        ax.set_xticks(range(0, 24, 3))
+        ax.set_xlim(-0.6, 23.6)
+        ax.set_xlabel("hour of day (camera local time)")
+        ax.set_ylabel("events")
+        ax.legend(fontsize=7, ncol=3, frameon=False)
+        ax.spines[["top", "right"]].set_visible(False)
+    else:
+        _empty(ax)
+    ax.set_title("Activity by hour of day")
+    return _save(fig, path)
+
+
+def _plot_timeline(animal: list[dict], path: Path) -> Path:
+    import matplotlib.dates as mdates
+
+    top = _top_species(animal)[:5]
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    timed = [e for e in animal if e["start"] is not None]
+    if timed:
+        first, last = min(e["start"] for e in timed), max(e["start"] for e in timed)
+        weekly = (last - first).days > 60  # daily bars become unreadable past two months
+        def bucket(t: datetime) -> datetime:
+            day = t.replace(hour=0, minute=0, second=0, microsecond=0)
+            return day - timedelta(days=day.weekday()) if weekly else day  # weeks start on Monday
+        days = sorted({bucket(e["start"]) for e in timed})
+        bottom = {d: 0 for d in days}
+        groups = top + (["other"] if any(e["species"] not in top for e in timed) else [])
+        width = 6.0 if weekly else 0.8
+        for i, group in enumerate(groups):
+            counts = Counter(bucket(e["start"]) for e in timed if _group(e["species"], top) == group)
+            values = [counts.get(d, 0) for d in days]
+            ax.bar(days, values, bottom=[bottom[d] for d in days], width=width, color=COLORS[i % len(COLORS)],
+                   label=group, align="edge" if weekly else "center")
+            for d, v in zip(days, values):
+                bottom[d] += v
+        locator = mdates.AutoDateLocator(maxticks=8)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        ax.set_ylabel("events per week" if weekly else "events per day")
+        ax.legend(fontsize=7, ncol=3, frameon=False)
+        ax.spines[["top", "right"]].set_visible(False)
+    else:
+        _empty(ax)
+    ax.set_title("Events over time")
+    return _save(fig, path)
+
+
+def _plot_sites(clusters: list[dict], evs: list[dict], path: Path) -> Path:
+    located = [c for c in clusters if c["latitude"] is not None]
+    fig, ax = plt.subplots(figsize=(6.4, 5.0))
+    if not located:
+        _empty(ax, "no camera has GPS")
+        ax.set_title("Sites")
+        return _save(fig, path)
+    lat0 = sum(c["latitude"] for c in located) / len(located)
+    lon0 = sum(c["longitude"] for c in located) / len(located)
+    k = math.pi / 180 * EARTH_RADIUS_M / 1000.0  # km per degree of latitude
+
+    def xy(c: dict) -> tuple[float, float]:
+        return (c["longitude"] - lon0) * k * math.cos(math.radians(lat0)), (c["latitude"] - lat0) * k
+
+    events_per_camera = Counter(e["camera_id"] for e in evs if e["category"] == "animal")
+    sites = sorted({c["site_id"] for c in located})
+    for i, site in enumerate(sites):
+        members = [c for c in located if c["site_id"] == site]
+        pts = [xy(c) for c in members]
+        sizes = [30 + 12 * math.sqrt(events_per_camera.get(c["camera_id"], 0)) for c in members]
+        noise = members[0]["status"] == "noise"
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=sizes, color=COLORS[i % len(COLORS)],
+                   marker="x" if noise else "o", alpha=0.85, label=f"{site}{' (noise)' if noise else ''}")
+        cx, cy = sum(p[0] for p in pts) / len(pts), sum(p[1] for p in pts) / len(pts)
+        ax.annotate(site, (cx, cy), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax.margins(0.15)
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_xlabel("km east of centre")
+    ax.set_ylabel("km north of centre")
+    missing = [c["camera_id"] for c in clusters if c["latitude"] is None]
+    note = f"centre {lat0:.4f}, {lon0:.4f}; marker size ~ animal events"
+    if missing:
+        note += f"; no GPS: {', '.join(missing[:6])}{'...' if len(missing) > 6 else ''}"
+    ax.text(0.01, 0.01, note, transform=ax.transAxes, fontsize=7, color="#555")
+    if len(sites) <= 12:
+        ax.legend(fontsize=7, frameon=True, framealpha=0.85, loc="best")
+    ax.grid(True, color="#eee")
+    ax.set_title("Sites")
+    return _save(fig, path)
