@@ -387,13 +387,16 @@ def propose(frames: list[np.ndarray], config: MotionConfig | None = None) -> Mot
     diff = np.maximum(np.maximum(brighter, bg_lo - stack), 0.0)
     # Each pixel's spread over the burst, spread to its neighbours (a leaf moves by a few pixels).
     spread = ndimage.maximum_filter(_median0(np.abs(stack - background)), size=5)
-    noise = 1.4826 * float(np.median(np.abs(stack[:, common] - background[common]))) if common.any() else 1.0
-    threshold = np.maximum(max(config.min_threshold, config.threshold_k * noise), config.spread_k * spread)
+    # Noise per frame: a frame brightened by the normalization (it was underexposed) carries its
+    # noise amplified by the same gain, and would light up all over at the others' threshold.
+    floor = config.spread_k * spread
 
     proposals: list[list[Proposal]] = []
     changed_fractions, skipped = [], []
     total = float(common.sum()) or 1.0
     for i in range(n):
+        noise = 1.4826 * float(np.median(np.abs(stack[i][common] - background[common]))) if common.any() else 1.0
+        threshold = np.maximum(max(config.min_threshold, config.threshold_k * noise), floor)
         mask = (diff[i] > threshold) & common & valid[i]
         changed = float(mask.sum()) / total
         changed_fractions.append(changed)

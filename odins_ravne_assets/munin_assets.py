@@ -23,6 +23,7 @@ from dagster import (
 from gpu_ops.cropper import crop_detection, encode_jpeg
 from gpu_ops.media import load_image
 from odins_ravne_assets.munin.ingest import build_manifest
+from odins_ravne_assets.munin.preview import contact_sheet, markdown_image
 from odins_ravne_assets.munin.publish import detections_table, species_table, stage1_pending, stage2_pending
 from odins_ravne_assets.partitions import cameras, validate_camera_id
 from resources.pipeline import PipelineResource
@@ -112,8 +113,11 @@ def detections(context: AssetExecutionContext, pipeline: PipelineResource, gpu_r
         and pc.max(pc.add(coords[0], coords[2])).as_py() <= 1.0 + 1e-6
         and pc.max(pc.add(coords[1], coords[3])).as_py() <= 1.0 + 1e-6
     )
+    sheet = contact_sheet(table.to_pylist(), pipeline.camera_input(camera_id))
+    pictures = {"preview": MetadataValue.md(markdown_image(sheet, f"detections of {camera_id}"))} if sheet else {}
     yield MaterializeResult(
         metadata={
+            **pictures,
             "detections": table.num_rows,
             "media_with_detections": len(set(table.column("file_path").to_pylist())),
             "by_label": MetadataValue.md(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,7 +32,8 @@ class Shots:
         """One image at T0 + minutes; each animal is (species, conf[, category[, score]])."""
         n = len(self.media)
         path = file_path or f"IMG_{n:04d}.JPG"
-        sha = f"{n:016x}" + "0" * 48
+        # distinct per camera and shot, like real content hashes of distinct files
+        sha = hashlib.sha256(f"{self.camera_id}/{n}".encode()).hexdigest()
         ts = None if minutes is None else T0 + timedelta(minutes=minutes)
         self.media.append({
             "camera_id": self.camera_id, "file_path": path, "media_type": "image", "sha256": sha,

@@ -158,7 +158,7 @@ def test_onnx_backend_matches_torch(ultralytics_assets):
     torch_result = load_detector("default", image_size=416).detect([image])[0]
     onnx_detector = load_detector("default", backend="onnx", image_size=416)
     assert onnx_detector.backend == "onnx"
-    assert (onnx_detector.weights_dir / "yolov3-tiny-416.onnx").is_file()
+    assert (onnx_detector.weights_dir / "yolov3-tiny-416-uint8nhwc.onnx").is_file()
     onnx_result = onnx_detector.detect([image])[0]
     strong = [d for d in torch_result if d.conf > 0.3]
     assert len(strong) == len([d for d in onnx_result if d.conf > 0.3])

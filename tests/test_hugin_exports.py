@@ -76,7 +76,7 @@ def test_camtrap_dp_package_validates_and_hides_sensitive_species(tmp_path):
     event_level = [o for o in obs if o["observationLevel"] == "event"]
     assert sorted((o["deploymentID"], o["observationType"], o["scientificName"], o["count"]) for o in event_level) == [
         ("cam-a", "animal", "Sci elk", "2"), ("cam-a", "animal", "Sci lynx", "1"),
-        ("cam-b", "animal", "Sci red fox", "1"), ("cam-b", "animal", "Sci red fox", "2"),
+        ("cam-b", "animal", "Sci red fox", "1"), ("cam-b", "animal", "Sci red fox", "1"),  # video: one per frame
         ("cam-b", "blank", "", ""), ("cam-b", "human", "Homo sapiens", "1")]
     media_level = [o for o in obs if o["observationLevel"] == "media"]
     assert len(media_level) == 8 and all(o["mediaID"] and o["bboxWidth"] for o in media_level)

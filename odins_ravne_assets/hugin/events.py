@@ -164,14 +164,16 @@ def _require_columns(table: pa.Table, columns: Iterable[str], name: str) -> None
         raise ValueError(f"{name} table lacks column(s) {missing}: expected the schemas.{name.upper()} layout")
 
 
-def _labels_by_detection(species_labels: pa.Table) -> dict[str, dict[str, Any]]:
-    wanted = [c for c in ("detection_id", "species", "scientific_name", "crop_path", "score")
+def _labels_by_detection(species_labels: pa.Table) -> dict[tuple[str | None, str], dict[str, Any]]:
+    # Keyed by camera too: detection ids start with the content hash, so the same photo copied into
+    # two camera folders has the same ids in both.
+    wanted = [c for c in ("camera_id", "detection_id", "species", "scientific_name", "crop_path", "score")
               if c in species_labels.column_names]
-    return {row["detection_id"]: row for row in species_labels.select(wanted).to_pylist()}
+    return {(row.get("camera_id"), row["detection_id"]): row for row in species_labels.select(wanted).to_pylist()}
 
 
 def _kept_detections(
-    rows: list[dict[str, Any]], labels: Mapping[str, Mapping[str, Any]], min_confidence: float
+    rows: list[dict[str, Any]], labels: Mapping[tuple, Mapping[str, Any]], min_confidence: float
 ) -> list[_Detection]:
     # Confidences are float32 in the tables: compare in float32 too, or a detection stored as 0.7
     # (0.69999999 in float32) would fall below a threshold of 0.7.
@@ -182,7 +184,7 @@ def _kept_detections(
         if conf is None or np.float32(conf) < threshold:
             continue
         category = row.get("category") or "animal"
-        label = labels.get(row["detection_id"]) or {}
+        label = labels.get((row["camera_id"], row["detection_id"])) or labels.get((None, row["detection_id"])) or {}
         species = label.get("species")
         scientific = label.get("scientific_name")
         if not species:

@@ -220,7 +220,7 @@ def export_camtrap_dp(
         })
 
     # Observations: media level (one per detection) ...
-    labels = {r["detection_id"]: r for r in species_labels.to_pylist()}
+    labels = {(r["camera_id"], r["detection_id"]): r for r in species_labels.to_pylist()}
     event_index = _event_index(events)
     obs_rows, obs_ids = [], set()
     for d in detections.to_pylist():
@@ -228,7 +228,7 @@ def export_camtrap_dp(
         if mid not in media_ids or d["conf"] is None or d["conf"] < min_confidence:
             continue
         dep = media_dep[mid]
-        label = labels.get(d["detection_id"], {})
+        label = labels.get((d["camera_id"], d["detection_id"]), {})
         when = _iso(d["timestamp"], dep["timezone"])
         # Detection ids start with the content hash: a file copied into two cameras repeats them.
         obs_id = d["detection_id"] if d["detection_id"] not in obs_ids else f"{d['camera_id']}/{d['detection_id']}"
@@ -305,8 +305,9 @@ def _clip(value: float | None) -> float | None:
 def _timestamp_issue_deployments(media: pa.Table) -> set[str]:
     if "timestamp_issue" not in media.column_names or "deployment_id" not in media.column_names:
         return set()
-    return {r["deployment_id"] for r in media.select(["deployment_id", "timestamp_issue"]).to_pylist()
-            if r["timestamp_issue"] is not None and r["deployment_id"] is not None}
+    # Failed media are not in the package: their odd times (often the reason they failed) do not count.
+    return {r["deployment_id"] for r in media.select(["deployment_id", "timestamp_issue", "status"]).to_pylist()
+            if r["timestamp_issue"] is not None and r["deployment_id"] is not None and r["status"] == "ok"}
 
 
 def _schema_fields(name: str) -> list[str]:
@@ -343,10 +344,12 @@ def _datapackage(title, created, dep_rows, deps_by_camera, obs_rows, events, con
         spatial = {"type": "Polygon", "coordinates": []}
     starts = [d["start"] for deps in deps_by_camera.values() for d in deps]
     ends = [d["end"] for deps in deps_by_camera.values() for d in deps]
-    taxa = {}
+    # The taxa of the package's own observations (a left-out camera's species are not in it).
+    in_package = {r["scientificName"] for r in obs_rows if r["observationType"] == "animal" and r["scientificName"]}
+    taxa = {name: None for name in in_package}
     for ev in events.to_pylist():
-        if ev["category"] == "animal" and ev["scientific_name"]:
-            taxa.setdefault(ev["scientific_name"], ev["species"])
+        if ev["scientific_name"] in in_package and taxa[ev["scientific_name"]] is None:
+            taxa[ev["scientific_name"]] = ev["species"]
     levels = sorted({r["observationLevel"] for r in obs_rows}) or ["media", "event"]
     return {
         "profile": f"{CAMTRAP_DP_BASE}/camtrap-dp-profile.json",
@@ -438,9 +441,10 @@ def export_megadetector(
     """
     media_rows = [m for m in media.to_pylist() if camera_id is None or m["camera_id"] == camera_id]
     det_rows = [d for d in detections.to_pylist() if camera_id is None or d["camera_id"] == camera_id]
-    labels = {r["detection_id"]: r for r in species_labels.to_pylist()} if species_labels is not None else {}
-    used_labels = [labels[d["detection_id"]] for d in det_rows if d["detection_id"] in labels
-                   and labels[d["detection_id"]].get("species")]
+    labels = ({(r["camera_id"], r["detection_id"]): r for r in species_labels.to_pylist()}
+              if species_labels is not None else {})
+    used_labels = [labels[(d["camera_id"], d["detection_id"])] for d in det_rows
+                   if labels.get((d["camera_id"], d["detection_id"]), {}).get("species")]
     class_names = sorted({r["species"] for r in used_labels})
     class_ids = {name: str(i) for i, name in enumerate(class_names)}
     scientific = {}
@@ -479,7 +483,7 @@ def export_megadetector(
             }
             if is_video:
                 det["frame_number"] = int(d["frame_number"] or 0)
-            label = labels.get(d["detection_id"])
+            label = labels.get((d["camera_id"], d["detection_id"]))
             if label and label.get("species") and label.get("score") is not None:
                 det["classifications"] = [[class_ids[label["species"]], round(float(label["score"]), 3)]]
             out_dets.append(det)
