@@ -91,7 +91,8 @@ def read_maker_sequence(path: Path | str) -> MakerSequence | None:
     try:
         with Image.open(path) as img:
             exif = img.getexif()
-    except (OSError, ValueError, SyntaxError):
+    except Exception:  # noqa: BLE001 - a hint only; decoders that other libraries hook into Pillow
+        # (ultralytics adds a HEIF opener that raises ImportError) must not fail the grouping.
         return None
     return maker_sequence_from_exif(exif)
 
@@ -169,24 +170,25 @@ def assign_bursts(media: pa.Table, *, max_gap_s: float = 3.0, max_frames: int = 
                      "maker_sequence", "maker_sequence_length", "maker_event") if c in media.column_names]
     ).to_pylist()
     burst_of: list[tuple[str, int, int] | None] = [None] * len(rows)
+    used: set[str] = set()
 
     by_camera: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         if _groupable(row):
             by_camera.setdefault(row["camera_id"], []).append(i)
         else:
-            burst_of[i] = (_burst_id(row), 0, 1)
+            _close([i], rows, burst_of, used)
 
     for indices in by_camera.values():
         indices.sort(key=lambda i: (rows[i]["timestamp"], rows[i].get("maker_sequence") or 0, rows[i]["file_path"]))
         current: list[int] = []
         for i in indices:
             if current and _opens_new_burst(rows[current[-1]], rows[i], len(current), max_gap_s, max_frames):
-                _close(current, rows, burst_of)
+                _close(current, rows, burst_of, used)
                 current = []
             current.append(i)
         if current:
-            _close(current, rows, burst_of)
+            _close(current, rows, burst_of, used)
 
     return pa.table(
         {
@@ -234,7 +236,11 @@ def _opens_new_burst(prev: dict, cur: dict, current_size: int, max_gap_s: float,
     return gap > max_gap_s
 
 
-def _close(members: list[int], rows: list[dict], burst_of: list) -> None:
+def _close(members: list[int], rows: list[dict], burst_of: list, used: set[str]) -> None:
     burst_id = _burst_id(rows[members[0]])
+    if burst_id in used:
+        # The same first frame twice (a file copied within the camera folder): keep ids unique.
+        burst_id = f"{burst_id}~{rows[members[0]]['file_path']}"
+    used.add(burst_id)
     for position, i in enumerate(members):
         burst_of[i] = (burst_id, position, len(members))

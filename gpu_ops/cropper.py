@@ -46,8 +46,10 @@ def crop_detection(image: np.ndarray, bbox: Sequence[float], pad_fraction: float
     return np.ascontiguousarray(image[top:bottom, left:right])
 
 
-def encode_jpeg(array: np.ndarray, quality: int = 90) -> bytes:
-    """JPEG bytes of an RGB (or greyscale) uint8 array."""
+def encode_jpeg(image: np.ndarray | Image.Image, quality: int = 90) -> bytes:
+    """JPEG bytes of an RGB (or greyscale) uint8 array or Pillow image."""
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(np.asarray(image, dtype=np.uint8))
     buffer = io.BytesIO()
-    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(buffer, format="JPEG", quality=quality)
+    image.save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()

@@ -24,6 +24,7 @@ import hashlib
 import math
 import re
 import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -58,6 +59,19 @@ _EXIF_TIME_TAGS = (
 
 # EXIF orientations 5-8 rotate by 90 degrees: the displayed image has width and height swapped.
 _SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+
+
+def _open_image(path: Path) -> Image.Image:
+    """``PIL.Image.open`` as Pillow ships it.
+
+    ultralytics replaces ``PIL.Image.open`` at import with a wrapper that, for a file Pillow cannot
+    identify, pip-installs a HEIF plugin at run time and retries (raising ModuleNotFoundError when
+    offline). Probing a card's junk files must neither install packages nor depend on whether
+    ultralytics was imported in this process, so we call the function it wrapped.
+    """
+    patches = sys.modules.get("ultralytics.utils.patches")
+    opener = getattr(patches, "_image_open", None) or Image.open
+    return opener(path)
 
 
 def media_type_for(path: Path | str) -> str | None:
@@ -126,7 +140,7 @@ def load_image(path: Path, *, max_side: int | None = None) -> np.ndarray:
     """
     if max_side is not None and max_side < 1:
         raise ValueError(f"max_side must be a positive number of pixels, got {max_side}")
-    with warnings.catch_warnings(), Image.open(path) as img:
+    with warnings.catch_warnings(), _open_image(path) as img:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit applies
         _check_pixels(img)
         width, height = img.size
@@ -208,7 +222,7 @@ def _probe_image(path: Path) -> dict[str, Any]:
         with warnings.catch_warnings():
             # Our own limit applies; Pillow's process-wide one must not decide instead.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with _open_image(path) as img:
                 _check_pixels(img)
                 exif = _read_exif(img)
                 width, height = img.size

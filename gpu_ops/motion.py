@@ -88,7 +88,6 @@ class Proposal:
     score: float  # 0..1, how far above its threshold the region stands (0.5 = twice the threshold)
     area: float  # changed pixels, fraction of the frame
     fill: float  # changed pixels / box pixels
-    coherence: float = 1.0  # share of changed pixels on the majority side (brighter or darker)
 
 
 @dataclass
@@ -263,7 +262,7 @@ def _median0(stack: np.ndarray) -> np.ndarray:
     return (a[upper - 1] + a[upper]) / 2
 
 
-def _regions(mask, diff, brighter, threshold, offset, frame, shape, config: MotionConfig) -> list[Proposal]:
+def _regions(mask, diff, threshold, offset, frame, shape, config: MotionConfig) -> list[Proposal]:
     """Denoise a changed-pixel mask, group it into regions and keep the animal-like ones."""
     h, w = shape
     mask = ndimage.binary_opening(mask, _EIGHT)
@@ -285,9 +284,6 @@ def _regions(mask, diff, brighter, threshold, offset, frame, shape, config: Moti
         if fill < config.min_fill:
             continue
         ratio = float(np.median(diff[sl][region] / threshold[sl][region]))
-        changed_here = region & (diff[sl] > threshold[sl])
-        share = float(brighter[sl][changed_here].mean()) if changed_here.any() else 0.5
-        coherence = max(share, 1.0 - share)
         y0, y1 = sl[0].start + offset[0], sl[0].stop + offset[0]
         x0, x1 = sl[1].start + offset[1], sl[1].stop + offset[1]
         out.append(
@@ -297,7 +293,6 @@ def _regions(mask, diff, brighter, threshold, offset, frame, shape, config: Moti
                 score=float(np.clip(1.0 - 1.0 / max(ratio, 1.0), 0.0, 1.0)),
                 area=area / (h * w),
                 fill=float(fill),
-                coherence=coherence,
             )
         )
     return out
@@ -383,8 +378,7 @@ def propose(frames: list[np.ndarray], config: MotionConfig | None = None) -> Mot
     # brighter than every background pixel around it, or darker than every one.
     bg_hi = ndimage.maximum_filter(background, size=3)
     bg_lo = ndimage.minimum_filter(background, size=3)
-    brighter = stack - bg_hi
-    diff = np.maximum(np.maximum(brighter, bg_lo - stack), 0.0)
+    diff = np.maximum(np.maximum(stack - bg_hi, bg_lo - stack), 0.0)
     # Each pixel's spread over the burst, spread to its neighbours (a leaf moves by a few pixels).
     spread = ndimage.maximum_filter(_median0(np.abs(stack - background)), size=5)
     # Noise per frame: a frame brightened by the normalization (it was underexposed) carries its
@@ -412,7 +406,7 @@ def propose(frames: list[np.ndarray], config: MotionConfig | None = None) -> Mot
             m = 4 + 2 * config.merge_px
             oy, ox = max(0, rows[0] - m), max(0, cols[0] - m)
             win = (slice(oy, min(h, rows[-1] + m + 1)), slice(ox, min(w, cols[-1] + m + 1)))
-            frame_props = _regions(mask[win], diff[i][win], brighter[i][win] > 0, threshold[win], (oy, ox), i, (h, w), config)
+            frame_props = _regions(mask[win], diff[i][win], threshold[win], (oy, ox), i, (h, w), config)
         frame_props.sort(key=lambda p: -p.score)
         proposals.append(frame_props)
     return MotionResult(

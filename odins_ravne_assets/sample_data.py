@@ -343,7 +343,7 @@ _EVENTS: tuple[Event, ...] = (
     Event("cam-north-01", _t(1, "13:05:10"), "empty", "", "empty (wind)", None, 3, 2.0),
     Event("cam-north-01", _t(1, "18:21:44"), "animal", "cow.png", "cow", "cow", 3, 3.0, 0.38, 0.55, -0.05, 0.93, True),
     # A track through a field: a dog, the field team, an empty trigger, a deer at dusk.
-    Event("cam-north-02", _t(1, "06:02:11"), "animal", "dog.png", "dog", "dog", 4, 2.0, 0.4, 0.15, 0.08, 0.95),
+    Event("cam-north-02", _t(1, "06:02:11"), "animal", "dog.png", "dog", "dog", 4, 2.0, 0.55, 0.15, 0.08, 0.97),
     Event("cam-north-02", _t(1, "11:30:00"), "photo", "people.jpg", "people (field team)", "person", 3, 2.0),
     Event("cam-north-02", _t(1, "16:44:52"), "empty", "", "empty (light)", None, 3, 2.0),
     Event("cam-north-02", _t(1, "21:15:09"), "animal", "deer.png", "red deer", None, 3, 2.0, 0.55, 0.6, -0.06, 0.93, True),
@@ -359,8 +359,8 @@ _EVENTS: tuple[Event, ...] = (
     Event("cam-nogps-01", _t(2, "17:40:00"), "empty", "", "empty (light)", None, 2, 2.0),
     # A pebble beach with a receiver that never got a fix: a wild boar, a heron, an elephant.
     Event("cam-zero-01", _t(2, "06:55:00"), "animal", "wildboar.png", "wild boar", None, 4, 2.0, 0.33, 0.1, 0.08, 0.92),
-    Event("cam-zero-01", _t(2, "12:30:00"), "animal", "heron.png", "great blue heron", "bird", 3, 1.0, 0.4, 0.5, -0.03, 0.9, True),
-    Event("cam-zero-01", _t(2, "19:05:00"), "animal", "elephant.png", "elephant", "elephant", 3, 3.0, 0.55, 0.15, 0.06, 0.95),
+    Event("cam-zero-01", _t(2, "12:30:00"), "animal", "heron.png", "great blue heron", "bird", 3, 1.0, 0.5, 0.5, -0.03, 0.9, True),
+    Event("cam-zero-01", _t(2, "19:05:00"), "animal", "elephant.png", "elephant", "elephant", 3, 3.0, 0.65, 0.15, 0.06, 0.97),
 )
 
 _VIDEO_SIZE = (640, 360)
@@ -538,8 +538,9 @@ def _exif_for(camera: Camera, taken: datetime) -> Image.Exif:
 def _video_bytes(camera: Camera, event: Event, photos: _Photos) -> bytes:
     """A few seconds panning across the scene with the animal in it, as an MP4 with its metadata."""
     rng = np.random.default_rng(1000)
-    wide = (_VIDEO_SIZE[0] * 2, _VIDEO_SIZE[1] * 2)
-    scene = _cover(photos.get(camera.scene), wide)
+    # A scene three frames wide; the camera's 16:9 window pans across two thirds of it.
+    window = (_VIDEO_SIZE[0] * 2, _VIDEO_SIZE[1] * 2)
+    scene = _cover(photos.get(camera.scene), (window[0] * 3 // 2, window[1]))
     _paste_animal(scene, photos.get(event.subject), event, event.x0)
     n_frames = _VIDEO_FPS * _VIDEO_SECONDS
     metadata = {
@@ -553,13 +554,13 @@ def _video_bytes(camera: Camera, event: Event, photos: _Photos) -> bytes:
     with tempfile.TemporaryDirectory(prefix="odins-ravne-video-") as tmp:
         path = Path(tmp) / "clip.mp4"
         writer = imageio_ffmpeg.write_frames(
-            str(path), _VIDEO_SIZE, fps=_VIDEO_FPS, quality=6, output_params=params, ffmpeg_log_level="error"
+            str(path), _VIDEO_SIZE, fps=_VIDEO_FPS, quality=6, macro_block_size=8,
+            output_params=params, ffmpeg_log_level="error",
         )
         writer.send(None)
         for i in range(n_frames):
-            # Pan left to right across the wide scene with a slow zoom-free sweep.
-            left = round((scene.width - wide[0] // 2 * 1.2) * i / (n_frames - 1))
-            box = (left, 0, left + round(wide[0] // 2 * 1.2), scene.height)
+            left = round((scene.width - window[0]) * i / (n_frames - 1))
+            box = (left, 0, left + window[0], window[1])
             frame = scene.resize(_VIDEO_SIZE, Image.Resampling.BILINEAR, box=box)
             frame = ImageEnhance.Brightness(frame).enhance(1.0 + 0.02 * float(rng.normal()))
             writer.send(np.asarray(frame.convert("RGB")))
@@ -579,13 +580,14 @@ def _empty_video_bytes() -> bytes:
 
 
 def _quietly_close(writer: Any) -> None:
-    # imageio-ffmpeg prints a warning to stderr when no frame was written; that is the point here.
-    saved = sys.stderr
-    sys.stderr = io.StringIO()
+    # imageio-ffmpeg logs a warning when no frame was written; here that is the point.
+    ffmpeg_log = logging.getLogger("imageio_ffmpeg")
+    level = ffmpeg_log.level
+    ffmpeg_log.setLevel(logging.ERROR)
     try:
         writer.close()
     finally:
-        sys.stderr = saved
+        ffmpeg_log.setLevel(level)
 
 
 def _bomb_png(width: int, height: int) -> bytes:
@@ -605,7 +607,8 @@ def _write_broken_files(folder: Path, photos: _Photos, counters: dict[str, int])
     frame = _scene(camera, photos, rng)
     whole = _jpeg_bytes(frame, _exif_for(camera, when))
     no_exif = _scene(camera, photos, rng)
-    _paste_animal(no_exif, photos.get("wildboar.png"), _EVENTS[16], 0.5)
+    boar = next(event for event in _EVENTS if event.subject == "wildboar.png")
+    _paste_animal(no_exif, photos.get(boar.subject), boar, 0.5)
     files = [
         ("IMG_0090.JPG", whole[: len(whole) * 6 // 10], "truncated JPEG (the card was pulled mid-write)"),
         ("IMG_0091.JPG", b"", "empty file"),

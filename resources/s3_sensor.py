@@ -132,8 +132,9 @@ def _list_new(
     """Keys of one camera not seen yet; returns (keys, greatest key listed, newest LastModified listed).
 
     The fast path lists from ``StartAfter=after``. A rescan lists the whole camera and also reports
-    keys at or before ``after`` modified at or after ``newest`` (late uploads of old names; a key of
-    the very same second may be reported twice, which at-least-once handling absorbs).
+    keys at or before ``after`` modified after ``newest``: late uploads of old names. (S3 times have
+    one-second resolution; a late upload within the same second as the newest key seen is missed
+    by the rescan. The SQS mode has no such gap.)
     """
     kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": camera_prefix}
     if after and not rescan:
@@ -144,7 +145,7 @@ def _list_new(
         for obj in page.get("Contents", []):
             key = obj["Key"]
             modified = obj["LastModified"].astimezone(timezone.utc).isoformat()
-            if rescan and after is not None and key <= after and newest is not None and modified < newest:
+            if rescan and after is not None and key <= after and newest is not None and modified <= newest:
                 continue  # listed on an earlier tick
             keys.append(key)
             last_key = key if last_key is None or key > last_key else last_key

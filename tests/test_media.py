@@ -305,6 +305,19 @@ def test_text_named_jpg_fails(tmp_path: Path) -> None:
     assert "not a readable image" in row["failure"]
 
 
+def test_text_named_jpg_fails_cleanly_after_ultralytics_patched_pillow(tmp_path: Path) -> None:
+    # ultralytics replaces PIL.Image.open with a wrapper that pip-installs a HEIF plugin when
+    # Pillow cannot identify a file; a worker running the detector must still probe junk cleanly.
+    import ultralytics.utils.patches as patches
+
+    assert Image.open is not patches._image_open  # the wrapper is in place in this process
+    path = tmp_path / "notes.jpg"
+    path.write_text("not a photo")
+    row = _probe(path)
+    assert "not a readable image" in row["failure"]
+    assert not patches._pil_plugins_registered  # nothing was installed or registered
+
+
 @pytest.mark.parametrize("size", [(100_000, 100_000), (12_000, 12_600)])
 def test_decompression_bomb_fails_without_decoding(tmp_path: Path, size: tuple[int, int]) -> None:
     # The first trips Pillow's own guard, the second (151 MP) only ours.
