@@ -391,12 +391,21 @@ class BatchJobRecord:
 
     @property
     def runtime_seconds(self) -> float:
-        """Billable seconds: the sum over attempts (a reclaimed attempt was paid for too)."""
-        spans = [(a.get("startedAt"), a.get("stoppedAt")) for a in self.attempts]
-        total = sum((stop - start) / 1000 for start, stop in spans if start and stop)
-        if total == 0 and self.started_at and self.stopped_at:
-            total = (self.stopped_at - self.started_at) / 1000
-        return max(total, 0.0)
+        return billable_seconds(self.attempts, self.started_at, self.stopped_at)
+
+
+def billable_seconds(attempts: Sequence[Mapping], started_at: int | None = None, stopped_at: int | None = None) -> float:
+    """Seconds a job was billed: the sum over its attempts (a reclaimed attempt was paid for too).
+
+    Times are Batch's epoch milliseconds; without attempt times, the job's own start and stop.
+    """
+    spans = [(a.get("startedAt"), a.get("stoppedAt")) for a in attempts or []]
+    complete = [(start, stop) for start, stop in spans if start is not None and stop is not None]
+    if complete:
+        return max(sum(stop - start for start, stop in complete) / 1000, 0.0)
+    if started_at is not None and stopped_at is not None:
+        return max((stopped_at - started_at) / 1000, 0.0)
+    return 0.0
 
 
 @dataclass
@@ -849,6 +858,7 @@ __all__ = [
     "BatchRun",
     "LocalBatchRunner",
     "PipesBatchClient",
+    "billable_seconds",
     "evaluate_on_exit",
     "GPU_OPS_COMMAND",
     "run_stage_on_batch",

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 from dagster import ConfigurableResource
 
 from resources.aws import aws_client
+from resources.batch_pipes import billable_seconds
 
 TIMESTAMP = pa.timestamp("us")
 
@@ -147,14 +148,6 @@ def _as_dict(job: Any) -> dict:
     return job if isinstance(job, Mapping) else dict(vars(job))
 
 
-def _runtime_seconds(job: Mapping) -> float:
-    spans = [(a.get("startedAt"), a.get("stoppedAt")) for a in job.get("attempts") or []]
-    total = sum((stop - start) / 1000 for start, stop in spans if start and stop)
-    if total == 0 and job.get("started_at") and job.get("stopped_at"):
-        total = (job["stopped_at"] - job["started_at"]) / 1000
-    return max(total, 0.0)
-
-
 def job_costs(
     jobs: Iterable[Any],
     prices: PriceBook,
@@ -174,7 +167,7 @@ def job_costs(
         capacity = job.get("capacity", "spot")
         price = prices.price(instance_type, capacity)
         on_demand = prices.price(instance_type, "on-demand").usd_per_hour
-        seconds = _runtime_seconds(job)
+        seconds = billable_seconds(job.get("attempts") or [], job.get("started_at"), job.get("stopped_at"))
         usd = seconds / 3600 * price.usd_per_hour
         on_demand_usd = seconds / 3600 * on_demand
         n_media = int(media_per_job[index]) if media_per_job is not None else 0
