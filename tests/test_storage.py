@@ -58,3 +58,26 @@ def test_s3_round_trip_through_a_real_endpoint(s3_endpoint):
     assert store.read_parquet("media").num_rows == 1
     assert store.exists("cam-1/IMG_1.JPG") and not store.exists("cam-1/nope.jpg")
     assert store.delete_prefix("cam-1") == 2
+
+
+def test_the_pipeline_reads_and_writes_s3(s3_endpoint, tmp_path, monkeypatch, dagster_home, capsys):
+    """Cards uploaded to S3, results written to S3, Stage 3 queried from a downloaded copy."""
+    from conftest import ASSETS, write_jpeg
+    from odins_ravne_assets.cli import main
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="eu-north-1")
+    s3.create_bucket(Bucket="cards", CreateBucketConfiguration={"LocationConstraint": "eu-north-1"})
+    photo = write_jpeg(ASSETS / "zidane.jpg", tmp_path / "a.jpg", when="2026:06:01 05:30:00", scale=0.4)
+    s3.upload_file(str(photo), "cards", "season-1/cam-s3/IMG_0001.JPG")
+    s3.put_object(Bucket="cards", Key="season-1/cam-s3/broken.jpg", Body=b"not a jpeg")
+
+    assert main(["process", "s3://cards/season-1", "--out", "s3://cards/results", "--quiet"]) == 0
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="cards", Prefix="results/")["Contents"]}
+    assert "results/media/camera_id=cam-s3/data.parquet" in keys
+    assert "results/stage3/odins_ravne.duckdb" in keys
+    assert any(k.startswith("results/crops/camera_id=cam-s3/") and k.endswith(".jpg") for k in keys)
+    capsys.readouterr()
+    assert main(["query", "SELECT file_path, status FROM media ORDER BY 1", "--out", "s3://cards/results"]) == 0
+    out = capsys.readouterr().out
+    assert "IMG_0001.JPG  ok" in out and "broken.jpg    failed" in out

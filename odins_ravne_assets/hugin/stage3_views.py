@@ -46,7 +46,7 @@ GROUP BY camera_id
 """
 
 _OBSERVATIONS = """
-CREATE OR REPLACE VIEW observations AS
+CREATE OR REPLACE {kind} observations AS
 SELECT
     d.camera_id,
     c.site_id,
@@ -141,12 +141,20 @@ GROUP BY c.site_id, e.species
 """
 
 
-def extra_view_statements(*, deployments_parquet: str | None = None) -> list[str]:
+def extra_view_statements(
+    *, deployments_parquet: str | None = None, materialize_observations: bool = False
+) -> list[str]:
     """SQL to run after the contract views exist.
 
     ``deployments_parquet``: a path or glob DuckDB can read (``.../deployments/*.parquet``) holding the
     deployments table; None derives deployments from ``media``. Paths are quoted here; pass a path
     the builder controls, not user text.
+
+    ``materialize_observations``: store ``observations`` as a table in the database file instead of
+    a view. The view joins every detection to its species label at query time, which costs seconds
+    at ten million detections; the table pays that once per Stage 3 build (measured in
+    ``bench/hugin_query.py``). A table is a snapshot: rebuild Stage 3 after new results, as the
+    pipeline does after every run.
     """
     if deployments_parquet is not None:
         quoted = deployments_parquet.replace("'", "''")
@@ -154,7 +162,10 @@ def extra_view_statements(*, deployments_parquet: str | None = None) -> list[str
         deployments = f"CREATE OR REPLACE VIEW deployments AS SELECT {columns} FROM read_parquet('{quoted}')"
     else:
         deployments = _DEPLOYMENTS_FROM_MEDIA
-    return [deployments, _OBSERVATIONS, _SITE_EFFORT, _SITES, _SITE_SPECIES]
+    # Run against a fresh database file (build to a temporary name, then rename): DuckDB cannot
+    # replace a view by a table of the same name or back, should the setting change between builds.
+    observations = _OBSERVATIONS.format(kind="TABLE" if materialize_observations else "VIEW")
+    return [deployments, observations, _SITE_EFFORT, _SITES, _SITE_SPECIES]
 
 
 EXTRA_VIEWS = ("deployments", "observations", "site_effort", "sites", "site_species")
@@ -184,7 +195,7 @@ ORDER BY species, hour
         "How many detections of each species were there per site and month?",
         """
 SELECT site_id, species, date_trunc('month', "start") AS month, count(*) AS detections,
-       count(DISTINCT camera_id || '/' || file_path) AS media  -- file names repeat across cameras
+       count(DISTINCT camera_id) AS cameras, round(avg(conf), 3) AS mean_conf
 FROM observations
 WHERE level = 'media' AND category = 'animal' AND conf >= 0.3
 GROUP BY ALL
