@@ -105,7 +105,7 @@ def _paste(img: np.ndarray, mask: np.ndarray, top: int, left: int, tone: np.ndar
     return ((x0 + xs.min()) / w, (y0 + ys.min()) / h, (xs.max() - xs.min() + 1) / w, (ys.max() - ys.min() + 1) / h)
 
 
-def _info_bars(img: np.ndarray, frame: int, n: int, when: datetime) -> None:
+def draw_info_bars(img: np.ndarray, frame: int, n: int, when: datetime) -> None:
     """Black bands with white text at top and bottom, as most trail cameras print."""
     h, w = img.shape
     bar = max(6, h // 22)
@@ -193,14 +193,14 @@ def make_burst(kind: str, seed: int, *, size: tuple[int, int] = (480, 640), n_fr
             ramp = (np.cos(angle) * xx / w + np.sin(angle) * yy / h)
             img = img * float(rng.uniform(0.7, 1.4)) + 30 * float(rng.uniform(-1, 1)) * ramp
         img = img + rng.normal(0, 4.0, size=img.shape)  # fresh sensor noise in every frame
-        _info_bars(img, k, n_frames, start + timedelta(seconds=k))
+        draw_info_bars(img, k, n_frames, start + timedelta(seconds=k))
         gray = np.clip(img, 0, 255).astype(np.uint8)
         frames.append(np.repeat(gray[..., None], 3, axis=2))
         truth.append(boxes)
     return Burst(kind=kind, frames=frames, truth=truth)
 
 
-def _exif_bytes(when: datetime) -> bytes:
+def exif_bytes(when: datetime) -> bytes:
     exif = Image.Exif()
     exif[0x0110] = "Constructed IR burst"  # Model
     exif.get_ifd(0x8769)[0x9003] = when.strftime("%Y:%m:%d %H:%M:%S")  # DateTimeOriginal
@@ -222,7 +222,7 @@ def write_set(out: Path, *, bursts_per_kind: int = 4, n_frames: int = 5, seed: i
                 name = f"IMG_{b:03d}{k:02d}.JPG"
                 when = start + timedelta(seconds=k)
                 buffer = io.BytesIO()
-                Image.fromarray(frame).save(buffer, "JPEG", quality=88, exif=_exif_bytes(when))
+                Image.fromarray(frame).save(buffer, "JPEG", quality=88, exif=exif_bytes(when))
                 (camera / name).write_bytes(buffer.getvalue())
                 media_id = f"{camera.name}/{name}"
                 if not boxes:

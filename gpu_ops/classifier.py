@@ -150,7 +150,7 @@ _CACHE: dict = {}
 
 def load_classifier(spec: str = "coco-taxonomy", *, labels: str | None = None, image_size: int = 224, device: str = "auto") -> Classifier:
     """The classifier a profile names, loaded once per process."""
-    if device == "auto":
+    if device == "auto" and spec != "coco-taxonomy":
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"

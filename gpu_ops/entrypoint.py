@@ -29,10 +29,6 @@ from dagster_pipes import (
     open_dagster_pipes,
 )
 
-from gpu_ops.classifier import load_classifier
-from gpu_ops.detector import load_detector
-from gpu_ops.stage1 import run_stage1
-from gpu_ops.stage2 import run_stage2
 from resources.profiles import profile_from_dict
 from resources.storage import Storage
 
@@ -58,7 +54,11 @@ def run(pipes: PipesContext) -> dict:
     endpoint = profile.storage.endpoint_url
     output = Storage(extras["output_root"], endpoint_url=endpoint, region=profile.storage.region)
     device = profile.runner.device
+    # Stages import their models lazily: a Stage 2 run with the label map never loads torch.
     if stage == "detect":
+        from gpu_ops.detector import load_detector
+        from gpu_ops.stage1 import run_stage1
+
         s1 = profile.pipeline.stage1
         inputs = Storage(extras["input_root"], endpoint_url=endpoint, region=profile.storage.region).child(camera_id)
         stats = run_stage1(
@@ -79,6 +79,9 @@ def run(pipes: PipesContext) -> dict:
             max_media=extras.get("max_media"),
         )
     elif stage == "classify":
+        from gpu_ops.classifier import load_classifier
+        from gpu_ops.stage2 import run_stage2
+
         s2 = profile.pipeline.stage2
         stats = run_stage2(
             camera_id=camera_id,

@@ -22,14 +22,17 @@ How a proposal that no detector box explains becomes a detection:
    detection of any category, at or above ``verify_conf``, lying on the proposal verifies it; the
    detection keeps that category and label (``bird``, ``dog``...). To keep the cost small only the
    best ``verify_per_track`` proposals of each track are cropped, at most ``max_verify`` per burst, and
-   a verified track lends its label to its other proposals.
+   a verified track lends its label to its other proposals. A track that a detector box already
+   explains in one of its frames needs no crop: that detection verifies the whole track (a detector
+   that finds the animal in 1 frame of 10 names it wherever motion follows it).
 2. **Temporal consistency**: proposals linked across frames into a track (similar size, near each
    other in consecutive frames) that is at least ``track_frames`` long and travels at least
    ``track_min_travel`` of its box size. A walking animal does; a waving branch stays where it is.
    Consistent proposals without a verification are kept as category ``animal``, label ``motion``.
 
 Confidence, so that ``min_confidence`` keeps its meaning: a verified proposal carries the detector's
-own score on the crop (the same scale as every detector box); consistency alone carries the fixed
+own score on the crop, or of the detector box that explains its track (the same scale as every
+detector box); consistency alone carries the fixed
 ``track_conf``, a prior set below the precision measured for consistency-only boxes on the
 constructed sets (see ``python -m gpu_ops.evaluate``, which reports precision per source so it can be
 checked on a user's own labelled bursts). With both, the two are combined as independent evidence:
@@ -152,29 +155,38 @@ def fuse_burst(frames: list[np.ndarray], detections: list[list[_DetectionLike]],
     motion_s = time.perf_counter() - started
 
     unexplained: list[Proposal] = []
+    supported: dict[int, tuple[str, str, float]] = {}  # id(proposal) -> the detection that explains it
     for t, proposals in enumerate(motion.proposals):
         for p in proposals:
             hits = [j for j, d in enumerate(fused[t]) if _agree(p.bbox, d.bbox, config.explain_iou, config.explain_cover)]
             for j in hits:
                 if fused[t][j].source == "detector":
                     fused[t][j] = replace(fused[t][j], source="detector+motion")
-            if not hits:
+            if hits:
+                best = max((fused[t][j] for j in hits), key=lambda d: d.conf)
+                supported[id(p)] = (best.category, best.label, best.conf)
+            else:
                 unexplained.append(p)
 
     tracks = link_tracks(motion.proposals)
     track_of = {id(p): k for k, track in enumerate(tracks) for p in track}
     consistent = {k for k, track in enumerate(tracks) if _consistent(track, config)}
 
+    # A track the detector already found in one of its frames needs no crop: the detection is the
+    # verification (the detector that sees the heron in 1 frame of 10 names it in all of them).
+    detected_tracks = {track_of[pid] for pid in supported}
     verified, crops_run, verify_s = {}, 0, 0.0
-    if config.verify and detector is not None and unexplained:
+    to_verify = [p for p in unexplained if track_of[id(p)] not in detected_tracks]
+    if config.verify and detector is not None and to_verify:
         started = time.perf_counter()
-        verified, crops_run = _verify(frames, unexplained, tracks, track_of, detector, config)
+        verified, crops_run = _verify(frames, to_verify, tracks, track_of, detector, config)
         verify_s = time.perf_counter() - started
 
-    # A verified track lends its best verification to its members that were not cropped themselves.
+    # Each track's best evidence (a detector box on one of its proposals, or a verified crop) is
+    # lent to its other proposals.
     best_of_track: dict[int, tuple[str, str, float]] = {}
-    for p in unexplained:
-        hit = verified.get(id(p))
+    for p in (p for ps in motion.proposals for p in ps):
+        hit = supported.get(id(p)) or verified.get(id(p))
         k = track_of[id(p)]
         if hit is not None and (k not in best_of_track or hit[2] > best_of_track[k][2]):
             best_of_track[k] = hit[:3]

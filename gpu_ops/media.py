@@ -376,7 +376,7 @@ def _probe_video(path: Path) -> dict[str, Any]:
     except subprocess.TimeoutExpired:
         raise MediaError(f"decoding the video took longer than {VIDEO_PROBE_TIMEOUT_S:.0f} s")
     if "matches no streams" in done.stderr:
-        raise MediaError("file has no video stream")
+        raise MediaError("video has no frames: the container has no video stream")
     frames = [int(v) for v in re.findall(r"^frame=(\d+)$", done.stdout, flags=re.MULTILINE)]
     frame_count = frames[-1] if frames else 0
     if frame_count == 0:

@@ -179,8 +179,8 @@ def _phase_shifts(ref_f: np.ndarray, img: np.ndarray, window: np.ndarray, count:
 def _affine_to(ref: np.ndarray, img: np.ndarray, valid: np.ndarray, step: int = 3) -> tuple[float, float]:
     """``a, b`` such that ``img * a + b`` matches ``ref`` in brightness (an exposure change).
 
-    The frames are aligned, so pixels correspond: a least-squares line through (img, ref) pairs,
-    fitted twice, the second time without the pairs far off the first line (the animal, a leaf).
+    The frames are aligned, so pixels correspond: a straight line through (img, ref) pairs, fitted
+    twice, the second time without the pairs far off the first line (the animal, a leaf).
     Clipped pixels (black or saturated in either image) are left out: they do not follow the line.
     """
     x, y = img[::step, ::step], ref[::step, ::step]
@@ -191,7 +191,15 @@ def _affine_to(ref: np.ndarray, img: np.ndarray, valid: np.ndarray, step: int = 
     inliers = np.ones(x.size, bool)
     a, b = 1.0, 0.0
     for _ in range(2):
-        a, b = np.polyfit(x[inliers], y[inliers], 1)
+        # Orthogonal regression, not y-on-x least squares: both images carry the same sensor noise,
+        # and least squares would flatten the slope by it (regression dilution).
+        xi, yi = x[inliers], y[inliers]
+        mx, my = xi.mean(), yi.mean()
+        sxx, syy, sxy = ((xi - mx) ** 2).mean(), ((yi - my) ** 2).mean(), ((xi - mx) * (yi - my)).mean()
+        if abs(sxy) < 1e-9:
+            return 1.0, 0.0
+        a = (syy - sxx + np.sqrt((syy - sxx) ** 2 + 4 * sxy**2)) / (2 * sxy)
+        b = my - a * mx
         off = np.abs(y - (a * x + b))
         inliers = off <= max(3.0 * 1.4826 * float(np.median(off)), 1e-3)
     if not 0.2 <= a <= 5.0:  # not an exposure change: keep the frame as it is
@@ -353,14 +361,14 @@ def propose(frames: list[np.ndarray], config: MotionConfig | None = None) -> Mot
             inside = ndimage.shift(scene.astype(np.float32), best, order=0, cval=0.0) > 0.5
             valid[i] = ndimage.binary_erosion(inside, iterations=1, border_value=0)
         shifts.append(best)
-    # Clipped pixels (black or saturated) say nothing about change: an exposure step pushes a dark
-    # corner to 0 in one frame. They are left out of that frame only.
-    clipped = (stack <= 2.0) | (stack >= 253.0)
-    if clipped.any():
-        for i in range(n):
-            if clipped[i].any():
-                valid[i] &= ~ndimage.binary_dilation(clipped[i], iterations=2)
+    # Clipped pixels: an exposure step pushes a dark corner to black (or a bright one to white) in
+    # one frame, and after normalization that corner looks brighter (darker) than the background
+    # although nothing moved. So a pixel black in a frame may not count as brighter there, and a
+    # saturated one not as darker; a black animal on grey ground still counts as darker.
+    black = np.stack([ndimage.binary_dilation(f <= 2.0, iterations=2) for f in stack])
+    white = np.stack([ndimage.binary_dilation(f >= 253.0, iterations=2) for f in stack])
     common = scene & valid.all(axis=0)
+    fit_mask = common & ~(black | white).any(axis=0)  # pixels that follow a frame's exposure
 
     if config.blur_sigma > 0:
         stack = np.stack([ndimage.gaussian_filter(s, config.blur_sigma) for s in stack])
@@ -370,18 +378,18 @@ def propose(frames: list[np.ndarray], config: MotionConfig | None = None) -> Mot
     # bright parts, so no straight line maps a frame onto it.
     gains = []
     for i in range(n):
-        a, b = (1.0, 0.0) if i == ref_index else _affine_to(stack[ref_index], stack[i], common)
+        a, b = (1.0, 0.0) if i == ref_index else _affine_to(stack[ref_index], stack[i], fit_mask)
         stack[i] = stack[i] * a + b
         gains.append((a, b))
     background = _median0(stack)
-    stack -= _smooth_fields(stack - background, common, config.illumination_blocks)
+    stack -= _smooth_fields(stack - background, fit_mask, config.illumination_blocks)
     background = _median0(stack)
 
     # Difference against the local range of the background: a pixel is changed only if it is
     # brighter than every background pixel around it, or darker than every one.
     bg_hi = ndimage.maximum_filter(background, size=3)
     bg_lo = ndimage.minimum_filter(background, size=3)
-    diff = np.maximum(np.maximum(stack - bg_hi, bg_lo - stack), 0.0)
+    diff = np.maximum(np.maximum(np.where(black, 0.0, stack - bg_hi), np.where(white, 0.0, bg_lo - stack)), 0.0)
     # Each pixel's spread over the burst, spread to its neighbours (a leaf moves by a few pixels).
     spread = ndimage.maximum_filter(_median0(np.abs(stack - background)), size=5)
     # Noise per frame: a frame brightened by the normalization (it was underexposed) carries its
@@ -392,7 +400,7 @@ def propose(frames: list[np.ndarray], config: MotionConfig | None = None) -> Mot
     changed_fractions, skipped = [], []
     total = float(common.sum()) or 1.0
     for i in range(n):
-        noise = 1.4826 * float(np.median(np.abs(stack[i][common] - background[common]))) if common.any() else 1.0
+        noise = 1.4826 * float(np.median(np.abs(stack[i][fit_mask] - background[fit_mask]))) if fit_mask.any() else 1.0
         threshold = np.maximum(max(config.min_threshold, config.threshold_k * noise), floor)
         mask = (diff[i] > threshold) & common & valid[i]
         changed = float(mask.sum()) / total

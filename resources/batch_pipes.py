@@ -818,37 +818,52 @@ def run_stage_on_batch(context: Any, *, profile: Any, extras: Mapping[str, Any],
     """Run one GPU stage of one camera on Batch; returns the jobs' Pipes custom messages.
 
     Stage 1 (``detect``) is sharded: the camera's pending media (those no done marker lists) are cut
-    into ``ceil(pending / max_images_per_job)`` shards, each shard's media keys are passed in its
-    extras as ``shard_keys`` next to ``shard=[index, count]``. Stage 2 runs as one job. The last
-    message is ``{"batch": {...}}`` with the job records (ids, queues, spot or on-demand, runtimes)
-    for the cost resource.
+    into ``ceil(pending / max_images_per_job)`` shards, each shard's media keys passed in its extras
+    as ``shard_keys`` next to ``shard=[index, count]``; before anything is submitted the budget
+    guard projects the cost of those media and refuses a run the month's budget cannot cover.
+    Stage 2 runs as one job. The jobs' costs are written to ``OUTPUT/costs/camera_id=<id>/``; the
+    last message is ``{"batch": {"jobs": [...], "cost": {...}}}`` for the asset's metadata.
     """
-    from resources.sharding import plan_shards
+    from resources.cost import CostResource
+    from resources.sharding import plan_shards, work_state
     from resources.storage import Storage
 
     stage, camera_id = extras["stage"], extras["camera_id"]
     output_root = str(extras["output_root"])
+    output = Storage(output_root, endpoint_url=profile.storage.endpoint_url, region=profile.storage.region)
     bucket = profile.cloud.aws.bucket or os.environ.get("ODINS_RAVNE_BUCKET")
-    if not bucket and output_root.startswith("s3://"):
+    if not bucket and output.is_s3:
         bucket = output_root[5:].split("/", 1)[0]
-    client = client or PipesBatchClient.from_profile(profile, bucket=bucket)
+    if client is None:
+        quick = LocalBatchRunner.from_env(aws_client("batch", region=profile.storage.region)) is not None
+        # Jobs run on this machine with the local runner: poll like a local subprocess, not like AWS.
+        speed = dict(poll_interval=0.5, max_poll_interval=5.0, message_interval=1.0) if quick else {}
+        client = PipesBatchClient.from_profile(profile, bucket=bucket, **speed)
+    compute = profile.cloud.aws.compute
+    instance_type = compute.instance_types[0]
+    capacity = "spot" if compute.spot_instances else "on-demand"
+    costs = CostResource.from_profile(profile)
     shards: list[dict] = [{}]
     if stage == "detect":
         from gpu_ops.stage1 import pending_media, stage1_signature
-        from resources.sharding import work_state
 
-        output = Storage(output_root, endpoint_url=profile.storage.endpoint_url, region=profile.storage.region)
         manifest = output.read_parquet(f"media/camera_id={camera_id}")
         if manifest is not None:
             state = work_state(output, "detect", stage1_signature(profile)[0], camera_id)
             keys = [m["sha256"] for m in pending_media(manifest, state.done())]
+            guard = costs.guard(output, n_media=len(keys), instance_type=instance_type, capacity=capacity)
+            context.log.info(f"[cost] {len(keys)} media to detect, projected ${guard['projected_usd']:.2f}; spent ${guard['spent_usd']:.2f} this month ({guard['spent_source']})")
             ranges = plan_shards(len(keys), profile.pipeline.stage1.max_images_per_job)
             if len(ranges) > 1:
                 shards = [{"shard": [i, len(ranges)], "shard_keys": keys[r.start : r.stop]} for i, r in enumerate(ranges)]
     params = submit_params_for(profile, job_name=f"odins-ravne-{stage}-{camera_id}")
     run = client.run_shards(context=context, submit_job_params=params, shard_extras=shards, extras=extras)
-    messages = [m for invocation in run.invocations for m in invocation.get_custom_messages()]
-    messages.append({"batch": {"jobs": [dataclasses.asdict(j) for j in run.jobs]}})
+    per_job = [inv.get_custom_messages() for inv in run.invocations]
+    media = [sum(int(m["stats"].get("media_processed", 0)) + int(m["stats"].get("media_failed", 0)) for m in msgs if isinstance(m, dict) and "stats" in m) for msgs in per_job]
+    _, summary = costs.record_jobs(output, run.jobs, camera_id=camera_id, run_id=context.run_id, stage=stage, instance_type=instance_type, media_per_job=media)
+    context.log.info(f"[cost] {stage} {camera_id}: ${summary['usd']:.4f} on {summary['jobs']} job(s), ${summary['saving_usd']:.4f} saved by spot")
+    messages = [m for msgs in per_job for m in msgs]
+    messages.append({"batch": {"jobs": [dataclasses.asdict(j) for j in run.jobs], "cost": summary}})
     return messages
 
 

@@ -49,7 +49,7 @@ COSTS = pa.schema(
         ("usd", pa.float64()),
         ("on_demand_usd", pa.float64()),  # the same seconds at the on-demand price
         ("saving_usd", pa.float64()),  # on_demand_usd - usd: what spot saved
-        ("n_media", pa.int64()),  # media this job processed
+        ("n_media", pa.int64()),  # what this job processed: media for detect, crops for classify
         ("usd_per_media", pa.float64()),
         ("status", pa.string()),  # SUCCEEDED | FAILED
         ("started_at", TIMESTAMP),  # UTC

@@ -65,6 +65,22 @@ def stack_parameters(
     }
 
 
+def default_network(ec2: Any) -> tuple[list[str], list[str]]:
+    """Subnets and the default security group of the region's default VPC, when no network is given.
+
+    Fine for a first try (and what moto provides); production should pass private subnets.
+    """
+    vpcs = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
+    if not vpcs:
+        raise InfraError("this region has no default VPC: pass --subnet and --security-group of the VPC to run the GPU instances in")
+    vpc = vpcs[0]["VpcId"]
+    subnets = [s["SubnetId"] for s in ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]]
+    groups = ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [vpc]}, {"Name": "group-name", "Values": ["default"]}])["SecurityGroups"]
+    if not subnets or not groups:
+        raise InfraError(f"default VPC {vpc} has no subnets or no default security group: pass --subnet and --security-group")
+    return sorted(subnets), [groups[0]["GroupId"]]
+
+
 def deploy(
     cfn: Any,
     parameters: Mapping[str, str],

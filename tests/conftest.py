@@ -1,5 +1,5 @@
-"""Shared fixtures: a small real input (photographs shipped inside installed packages), a private
-Dagster instance per test session, and a moto S3 server for the S3 paths."""
+"""Shared fixtures: the sample cameras of `make demo` processed once, a private Dagster instance per
+test session, and a helper that writes a photograph with the EXIF a camera trap would."""
 
 from __future__ import annotations
 
@@ -37,22 +37,6 @@ def write_jpeg(src: Path, dest: Path, *, when: str | None = None, gps: tuple[flo
 
 
 @pytest.fixture(scope="session")
-def small_input(tmp_path_factory) -> Path:
-    """Two cameras: people and a bus in a burst, plus the broken files a card really holds."""
-    root = tmp_path_factory.mktemp("input")
-    for i, second in enumerate((0, 2, 4)):
-        write_jpeg(ASSETS / "bus.jpg", root / "cam-a" / f"IMG_{i:04d}.JPG", when=f"2026:06:01 05:30:{second:02d}", gps=(60.1, 18.2), scale=0.7)
-    write_jpeg(ASSETS / "zidane.jpg", root / "cam-b" / "IMG_0001.JPG", when="2026:06:02 12:00:00", gps=(60.1003, 18.2004), scale=0.7)
-    write_jpeg(ASSETS / "zidane.jpg", root / "cam-b" / "no_exif.jpg", scale=0.5)
-    (root / "cam-b" / "empty.jpg").write_bytes(b"")
-    (root / "cam-b" / "notes.jpg").write_text("this is a text file, not a JPEG")
-    data = (ASSETS / "bus.jpg").read_bytes()
-    (root / "cam-b" / "truncated.jpg").write_bytes(data[: len(data) // 3])
-    (root / "cam-b" / "readme.txt").write_text("not media: ignored")
-    return root
-
-
-@pytest.fixture(scope="session")
 def dagster_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("dagster_home")
     shutil.copyfile(Path(__file__).resolve().parent.parent / "dagster.yaml", home / "dagster.yaml")
@@ -61,10 +45,19 @@ def dagster_home(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def processed(small_input, dagster_home, tmp_path_factory):
-    """The small input processed once through the CLI (all assets, real model): (input, output)."""
+def sample_cards(tmp_path_factory):
+    """The sample cameras `make demo` processes: (folder, summary with the truth for every file)."""
+    from odins_ravne_assets.sample_data import build_sample_data
+
+    root = tmp_path_factory.mktemp("sample_data")
+    return root, build_sample_data(root)
+
+
+@pytest.fixture(scope="session")
+def processed(sample_cards, dagster_home, tmp_path_factory):
+    """The sample cameras processed once through the CLI (all assets, real model): (input, output)."""
     from odins_ravne_assets.cli import main
 
     output = tmp_path_factory.mktemp("output")
-    assert main(["process", str(small_input), "--out", str(output), "--quiet"]) == 0
-    return small_input, output
+    assert main(["process", str(sample_cards[0]), "--out", str(output), "--quiet"]) == 0
+    return sample_cards[0], output

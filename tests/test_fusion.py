@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 
 from gpu_ops.burst_scenes import make_burst
-from gpu_ops.fusion import BurstConfig, FusedDetection, detect_burst, fuse_burst, iou, link_tracks
+from gpu_ops.fusion import BurstConfig, FusedDetection, _consistent, detect_burst, fuse_burst, iou, link_tracks
 from gpu_ops.motion import Proposal
 
 SIZE = (240, 320)
@@ -100,6 +100,20 @@ def test_detector_boxes_keep_their_score_and_gain_the_motion_source():
         assert dets == [FusedDetection("animal", "cat", 0.42, box, "detector+motion")]
 
 
+def test_a_subject_detected_in_one_frame_is_named_in_every_frame_without_crops():
+    frames, truth = _plain_burst()
+    detections = [[] for _ in frames]
+    detections[2] = [Det("animal", "bird", 0.6, truth[2])]
+    detector = BlindDetector()
+    result = fuse_burst(frames, detections, detector, config=BurstConfig())
+    assert detector.calls == 0  # the detection verifies the whole track
+    expected = round(1 - (1 - 0.6) * (1 - BurstConfig().track_conf), 4)
+    for t, (dets, box) in enumerate(zip(result.detections, truth)):
+        assert len(dets) == 1 and iou(dets[0].bbox, box) >= 0.5
+        assert (dets[0].label, dets[0].source) == (("bird", "detector+motion") if t == 2 else ("bird", "motion"))
+        assert dets[0].conf == (0.6 if t == 2 else expected)
+
+
 def test_consistency_alone_keeps_a_walking_subject_at_the_track_prior():
     burst = make_burst("moving", 1, size=SIZE)
     config = BurstConfig()
@@ -149,8 +163,6 @@ def test_a_branch_waving_in_place_is_not_a_consistent_track():
     swaying = [[prop(t, 0.30 + 0.01 * (t % 2))] for t in range(5)]
     walking = [[prop(t, 0.10 + 0.15 * t)] for t in range(5)]
     config = BurstConfig()
-    from gpu_ops.fusion import _consistent
-
     assert [len(t) for t in link_tracks(swaying)] == [5]
     assert not _consistent(link_tracks(swaying)[0], config)
     assert _consistent(link_tracks(walking)[0], config)

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pyarrow as pa
 import pytest
-from hugin_tables import T0, Shots, table
+from hugin_tables import T0, Shots
 
 from gpu_ops import schemas
 from odins_ravne_assets.hugin.clusters import cluster_cameras
@@ -162,3 +162,14 @@ def test_importing_a_foreign_file(tmp_path):
         read_megadetector_json({"detection_categories": {}, "images": [{"file": "a.jpg", "detections": []}]})
     with pytest.raises(ValueError, match="batch output file"):
         read_megadetector_json({"results": []})
+
+
+def test_a_video_with_nothing_in_it_still_exports(tmp_path):
+    s = Shots("cam-v")
+    s.shot(0, file_path="EMPTY.MP4")
+    s.media[-1].update(media_type="video", frame_count=40)
+    media, detections, _ = s.tables()
+    doc = export_megadetector(None, media=media, detections=detections)
+    assert doc["images"] == [{"file": "cam-v/EMPTY.MP4", "frames_processed": [0], "detections": []}]
+    again = read_megadetector_json(doc)
+    assert export_megadetector(None, media=again.media, detections=again.detections, info=again.info) == doc

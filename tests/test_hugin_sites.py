@@ -1,6 +1,5 @@
 from datetime import timedelta
 
-import pyarrow as pa
 import pytest
 from hugin_tables import T0, table
 

@@ -5,12 +5,11 @@ import pyarrow as pa
 import pytest
 from hugin_tables import Shots
 
-from gpu_ops import schemas
 from odins_ravne_assets.hugin.clusters import cluster_locations, camera_locations
 from odins_ravne_assets.hugin.deployments import build_deployments, trap_nights
 from odins_ravne_assets.hugin.events import condense_events
 from odins_ravne_assets.hugin.sites import site_summary
-from odins_ravne_assets.hugin.stage3_views import ANALYST_QUERIES, EXTRA_VIEWS, extra_view_statements
+from odins_ravne_assets.hugin.stage3_views import ANALYST_QUERIES, EXTRA_VIEWS, extra_view_statements, extra_views
 
 NOW = datetime(2025, 1, 1)
 
@@ -86,3 +85,42 @@ def test_the_five_analyst_questions_run_and_answer(tmp_path):
     assert answers["people_and_animals"] == [("cam-a", "elk", 2)]
     health = {r[0]: r[1:] for r in answers["camera_health"]}
     assert health["cam-c"][:2] == (5, 1)
+
+
+def test_the_view_bodies_fit_the_stage3_builder(tmp_path):
+    """build_stage3(extra_views=...) creates each as CREATE VIEW name AS <select>."""
+    media, detections, labels, events, clustering = survey()
+    con = duckdb.connect()
+    for name, t in (("media", media), ("detections", detections), ("species_labels", labels),
+                    ("events", events), ("clusters", clustering.table)):
+        con.register(f"{name}_arrow", t)
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM {name}_arrow")
+    for name, select in extra_views(deployments_from_media=True).items():
+        con.execute(f'CREATE VIEW "{name}" AS {select}')
+    assert con.execute("SELECT count(*) FROM sites").fetchone() == (2,)
+    assert "deployments" not in extra_views(deployments_from_media=False)
+
+
+def test_clock_offsets_reach_the_observations(tmp_path):
+    import pyarrow.parquet as pq
+
+    from hugin_tables import T0
+    from odins_ravne_assets.hugin.deployments import read_deployments_csv
+
+    media, detections, labels, events, clustering = survey()
+    # cam-a's clock is 10 minutes slow; its deployment ends before its last day
+    csv_table = read_deployments_csv(b"camera_id,start,end,clock_offset_s\n"
+                                     b"cam-a,2024-06-01T00:00:00,2024-06-03T12:00:00,600\n")
+    path = tmp_path / "deployments.parquet"
+    pq.write_table(build_deployments(media, csv_table, now=NOW), path)
+    con = duckdb.connect()
+    for name, t in (("media", media), ("detections", detections), ("species_labels", labels),
+                    ("events", events), ("clusters", clustering.table)):
+        con.register(f"{name}_arrow", t)
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM {name}_arrow")
+    for sql in extra_view_statements(deployments_parquet=str(path)):
+        con.execute(sql)
+    first = con.execute("SELECT min(start) FROM observations WHERE level = 'media' AND camera_id = 'cam-a'").fetchone()[0]
+    assert first == T0.replace(minute=10)
+    health = {r[0]: r[1:] for r in con.execute(ANALYST_QUERIES["camera_health"][1]).fetchall()}
+    assert health["cam-a"] == (5, 0, 0, 1)  # day 3 at 04:10 is after the end

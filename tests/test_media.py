@@ -382,7 +382,7 @@ def test_video_with_no_frames_fails(tmp_path: Path) -> None:
     path = _video(tmp_path / "nothing.mp4", n_frames=0)
     row = _probe(path)
     assert row["status"] == "failed"
-    assert row["failure"] == "file has no video stream"
+    assert row["failure"] == "video has no frames: the container has no video stream"
 
 
 def test_video_cut_before_its_frames_fails(tmp_path: Path) -> None:

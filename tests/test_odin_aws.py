@@ -103,12 +103,10 @@ def test_prod_instance_yaml_is_valid_dagster_config(tmp_path, monkeypatch):
 
 
 def test_infra_deploy_status_teardown(aws):
-    ec2 = client("ec2")
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
-    group = ec2.create_security_group(GroupName="gpu", Description="gpu jobs", VpcId=vpc)["GroupId"]
+    subnets, groups = infra.default_network(client("ec2"))  # moto, like a fresh account, has a default VPC
+    assert subnets and groups
     profile = load_profile("cloud-cost-optimized")
-    params = infra.stack_parameters(profile, image_uri="123.dkr.ecr.eu-north-1.amazonaws.com/odins-ravne:gpu", subnet_ids=[subnet], security_group_ids=[group])
+    params = infra.stack_parameters(profile, image_uri="123.dkr.ecr.eu-north-1.amazonaws.com/odins-ravne:gpu", subnet_ids=subnets, security_group_ids=groups)
     assert params["InstanceTypes"] == "g4dn.xlarge,g4dn.2xlarge" and params["RetryAttempts"] == "3"
     cfn, batch = client("cloudformation"), client("batch")
     assert infra.status(cfn)["status"] == "NOT_DEPLOYED"
@@ -336,3 +334,32 @@ def test_stage3_download_copies_outputs_and_refuses_escaping_keys(aws, tmp_path)
     assert safe_local_path(tmp_path, "media/a..b.parquet") == (tmp_path / "media/a..b.parquet").resolve()
     with pytest.raises(ValueError, match="not an s3:// URI"):
         download_stage3(str(tmp_path), tmp_path / "x")
+
+
+# -- the CLI-facing commands ------------------------------------------------------------------------------
+
+
+def test_odin_commands_deploy_status_report_download_teardown(aws, tmp_path, capsys):
+    from resources import odin_commands
+
+    lines: list[str] = []
+    echo = lines.append
+    with pytest.warns(UserWarning, match="not supported by moto"):
+        assert odin_commands.infra_deploy(profile="cloud-cost-optimized", image_uri="odins-ravne:gpu", echo=echo) == 0
+    assert any("using the default VPC" in line for line in lines) and any("ODINS_RAVNE_BUCKET=" in line for line in lines)
+    lines.clear()
+    assert odin_commands.infra_status(profile="cloud-cost-optimized", echo=echo) == 0
+    assert lines[0] == "stack odins-ravne: CREATE_COMPLETE" and any("queue odins-ravne-gpu-spot: idle" in line for line in lines)
+
+    output = Storage(f"s3://{BUCKET}/out")
+    CostResource(live_spot_prices=False).record_jobs(output, [_record("j1", "spot", 3600)], camera_id="cam01", run_id="r1", stage="detect", instance_type="g4dn.xlarge", media_per_job=[2000])
+    lines.clear()
+    assert odin_commands.cost_report(output_root=f"s3://{BUCKET}/out", profile="cloud-cost-optimized", echo=echo) == 0
+    report = "\n".join(lines)
+    assert "cam01" in report and "total $0.1580 for 1 job(s)" in report and "spot saved $0.3680 (70%" in report
+
+    assert odin_commands.stage3_download(s3_uri=f"s3://{BUCKET}/out", local_dir=str(tmp_path / "s3"), echo=echo) == 2
+    assert "no Stage 3 database" in capsys.readouterr().err
+    lines.clear()
+    assert odin_commands.infra_teardown(profile="cloud-cost-optimized", echo=echo) == 0
+    assert "deleted" in lines[-1]

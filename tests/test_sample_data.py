@@ -172,8 +172,15 @@ def test_rebuild_is_idempotent_and_deterministic(built: tuple[Path, dict, Path],
         }
 
     before = digests(dest)
+    stale = dest / "cam-south-01" / "IMG_0999.JPG"  # what an earlier design of the build wrote
+    stale.write_bytes(b"old")
+    mine = dest / "cam-south-01" / "my_notes.jpg"  # not a name the build writes: never touched
+    mine.write_bytes(b"keep")
     again = build_sample_data(dest, sources=sources)
     assert again["written"] == 0 and again["unchanged"] == summary["files"]
+    assert again["removed"] == 1 and not stale.exists()
+    assert mine.read_bytes() == b"keep"
+    mine.unlink()
     assert digests(dest) == before
     elsewhere = build_sample_data(tmp_path / "other", sources=sources)
     assert digests(tmp_path / "other") == before  # same bytes from a fresh build

@@ -469,7 +469,9 @@ def export_megadetector(
         is_video = m.get("media_type") == "video"
         dets = sorted(by_media.get(key, []), key=lambda d: (d["frame_number"] or 0, _det_index(d), d["detection_id"]))
         if is_video:
-            entry["frame_rate"] = _frame_rate(m, dets, media_ts.get(key))
+            rate = _frame_rate(m, dets, media_ts.get(key))
+            if rate is not None:  # unknown for a video without frame_rate whose detections are all on frame 0
+                entry["frame_rate"] = rate
             entry["frames_processed"] = (list(m["frames_processed"]) if m.get("frames_processed") is not None
                                          else sorted({0, *(d["frame_number"] or 0 for d in dets)}))
         out_dets = []
@@ -523,19 +525,17 @@ def _det_index(d: Mapping[str, Any]) -> int:
         return 0
 
 
-def _frame_rate(m: Mapping[str, Any], dets: list[dict], start: datetime | None) -> float:
+def _frame_rate(m: Mapping[str, Any], dets: list[dict], start: datetime | None) -> float | None:
+    """The video's frame rate: from a ``frame_rate`` media column when there is one, else derived
+    from its detections (media time + frame offset: frame_number / offset), else None."""
     if m.get("frame_rate"):
         return float(m["frame_rate"])
-    # Detections carry media time + frame offset: frame_number / offset is the frame rate.
     for d in dets:
         if d["frame_number"] and start is not None and d["timestamp"] is not None:
             seconds = (d["timestamp"] - start).total_seconds()
             if seconds > 0:
                 return round(d["frame_number"] / seconds, 3)
-    raise ValueError(
-        f"video {m['camera_id']}/{m['file_path']}: the MegaDetector format needs its frame rate, and neither the "
-        "media table (frame_rate column) nor its detections give one"
-    )
+    return None
 
 
 def read_megadetector_json(

@@ -25,6 +25,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # before pyplot: reports render in worker processes without a display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 
@@ -315,6 +316,7 @@ def _plot_species(animal: list[dict], path: Path) -> Path:
         for i, (_, v) in enumerate(items):
             ax.text(v, i, f" {v}", va="center", fontsize=8)
         ax.set_xlabel("events")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.spines[["top", "right"]].set_visible(False)
     else:
         _empty(ax)
@@ -334,10 +336,12 @@ def _plot_activity(animal: list[dict], path: Path) -> Path:
             values = [hours.get(h, 0) for h in range(24)]
             ax.bar(range(24), values, bottom=bottom, color=COLORS[i % len(COLORS)], label=group, width=0.85)
             bottom = [b + v for b, v in zip(bottom, values)]
+        ax.set_ylim(0, max(bottom) * 1.3 + 0.5)  # headroom for the legend
         ax.set_xticks(range(0, 24, 3))
         ax.set_xlim(-0.6, 23.6)
         ax.set_xlabel("hour of day (camera local time)")
         ax.set_ylabel("events")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=7, ncol=3, frameon=False)
         ax.spines[["top", "right"]].set_visible(False)
     else:
@@ -354,25 +358,34 @@ def _plot_timeline(animal: list[dict], path: Path) -> Path:
     timed = [e for e in animal if e["start"] is not None]
     if timed:
         first, last = min(e["start"] for e in timed), max(e["start"] for e in timed)
-        weekly = (last - first).days > 60  # daily bars become unreadable past two months
+        # Bins that keep a readable number of bars: hours for a few days, days up to two months, weeks.
+        span_days = (last - first).total_seconds() / 86400
+        unit, bin_days = ("hour", 1 / 24) if span_days <= 3 else ("day", 1.0) if span_days <= 60 else ("week", 7.0)
+
         def bucket(t: datetime) -> datetime:
+            if unit == "hour":
+                return t.replace(minute=0, second=0, microsecond=0)
             day = t.replace(hour=0, minute=0, second=0, microsecond=0)
-            return day - timedelta(days=day.weekday()) if weekly else day  # weeks start on Monday
-        days = sorted({bucket(e["start"]) for e in timed})
-        bottom = {d: 0 for d in days}
+            return day - timedelta(days=day.weekday()) if unit == "week" else day  # weeks start on Monday
+
+        bins = sorted({bucket(e["start"]) for e in timed})
+        bottom = {b: 0 for b in bins}
         groups = top + (["other"] if any(e["species"] not in top for e in timed) else [])
-        width = 6.0 if weekly else 0.8
         for i, group in enumerate(groups):
             counts = Counter(bucket(e["start"]) for e in timed if _group(e["species"], top) == group)
-            values = [counts.get(d, 0) for d in days]
-            ax.bar(days, values, bottom=[bottom[d] for d in days], width=width, color=COLORS[i % len(COLORS)],
-                   label=group, align="edge" if weekly else "center")
-            for d, v in zip(days, values):
-                bottom[d] += v
+            values = [counts.get(b, 0) for b in bins]
+            ax.bar(bins, values, bottom=[bottom[b] for b in bins], width=0.85 * bin_days,
+                   color=COLORS[i % len(COLORS)], label=group, align="edge")
+            for b, v in zip(bins, values):
+                bottom[b] += v
+        ax.set_ylim(0, max(bottom.values()) * 1.3 + 0.5)  # headroom for the legend
+        # A little room either side, so a single bar is not stretched across the whole axis.
+        ax.set_xlim(bins[0] - timedelta(days=bin_days), bins[-1] + timedelta(days=2 * bin_days))
         locator = mdates.AutoDateLocator(maxticks=8)
         ax.xaxis.set_major_locator(locator)
         ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-        ax.set_ylabel("events per week" if weekly else "events per day")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(f"events per {unit}")
         ax.legend(fontsize=7, ncol=3, frameon=False)
         ax.spines[["top", "right"]].set_visible(False)
     else:

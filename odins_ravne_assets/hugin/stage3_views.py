@@ -25,7 +25,6 @@ DEPLOYMENT_COLUMNS = (
 )
 
 _DEPLOYMENTS_FROM_MEDIA = """
-CREATE OR REPLACE VIEW deployments AS
 SELECT
     camera_id,
     camera_id AS deployment_id,
@@ -45,8 +44,15 @@ FROM media
 GROUP BY camera_id
 """
 
+# Media and detections keep the time the camera wrote; deployments say how far its clock was off.
+# One offset per camera: a camera moved between deployments with different offsets gets the first.
+_CAMERA_CLOCK = """
+SELECT camera_id, arg_min(clock_offset_s, "start") AS clock_offset_s
+FROM deployments
+GROUP BY camera_id
+"""
+
 _OBSERVATIONS = """
-CREATE OR REPLACE {kind} observations AS
 SELECT
     d.camera_id,
     c.site_id,
@@ -55,8 +61,8 @@ SELECT
     NULL::VARCHAR AS event_id,
     d.file_path,
     d.frame_number,
-    d."timestamp" AS "start",
-    d."timestamp" AS "end",
+    d."timestamp" + to_seconds(coalesce(o.clock_offset_s, 0)) AS "start",
+    d."timestamp" + to_seconds(coalesce(o.clock_offset_s, 0)) AS "end",
     d.category,
     coalesce(s.species, CASE d.category WHEN 'person' THEN 'human' WHEN 'vehicle' THEN 'vehicle' ELSE d.label END)
         AS species,
@@ -68,6 +74,7 @@ SELECT
 FROM detections d
 LEFT JOIN species_labels s ON s.camera_id = d.camera_id AND s.detection_id = d.detection_id
 LEFT JOIN clusters c ON c.camera_id = d.camera_id
+LEFT JOIN camera_clock o ON o.camera_id = d.camera_id
 UNION ALL BY NAME
 SELECT
     e.camera_id,
@@ -91,7 +98,6 @@ LEFT JOIN clusters c ON c.camera_id = e.camera_id
 """
 
 _SITE_EFFORT = """
-CREATE OR REPLACE VIEW site_effort AS
 SELECT
     c.site_id,
     any_value(c.status) AS status,
@@ -107,7 +113,6 @@ GROUP BY c.site_id
 """
 
 _SITES = """
-CREATE OR REPLACE VIEW sites AS
 SELECT
     f.site_id, f.status, f.cluster_id, f.n_cameras, f.camera_ids, f.latitude, f.longitude, f.trap_nights,
     count(e.event_id) AS n_animal_events,
@@ -121,7 +126,6 @@ GROUP BY ALL
 """
 
 _SITE_SPECIES = """
-CREATE OR REPLACE VIEW site_species AS
 SELECT
     c.site_id,
     e.species,
@@ -141,10 +145,23 @@ GROUP BY c.site_id, e.species
 """
 
 
+def extra_views(*, deployments_from_media: bool) -> dict[str, str]:
+    """``name -> SELECT`` of the Hugin views, in creation order (for ``build_stage3(extra_views=...)``).
+
+    ``deployments_from_media``: True derives ``deployments`` from ``media`` (no deployments table
+    written); False means the builder already made a ``deployments`` view over the Parquet that the
+    deployments asset writes, so it is not redefined here.
+    """
+    views = {"deployments": _DEPLOYMENTS_FROM_MEDIA} if deployments_from_media else {}
+    views.update({"camera_clock": _CAMERA_CLOCK, "observations": _OBSERVATIONS, "site_effort": _SITE_EFFORT,
+                  "sites": _SITES, "site_species": _SITE_SPECIES})
+    return views
+
+
 def extra_view_statements(
     *, deployments_parquet: str | None = None, materialize_observations: bool = False
 ) -> list[str]:
-    """SQL to run after the contract views exist.
+    """The same views as complete SQL statements, for a builder that runs SQL directly.
 
     ``deployments_parquet``: a path or glob DuckDB can read (``.../deployments/*.parquet``) holding the
     deployments table; None derives deployments from ``media``. Paths are quoted here; pass a path
@@ -154,21 +171,21 @@ def extra_view_statements(
     a view. The view joins every detection to its species label at query time, which costs seconds
     at ten million detections; the table pays that once per Stage 3 build (measured in
     ``bench/hugin_query.py``). A table is a snapshot: rebuild Stage 3 after new results, as the
-    pipeline does after every run.
+    pipeline does after every run. Run against a fresh database file: DuckDB cannot replace a view
+    by a table of the same name or back.
     """
+    statements = []
     if deployments_parquet is not None:
         quoted = deployments_parquet.replace("'", "''")
         columns = ", ".join(f'"{c}"' for c in DEPLOYMENT_COLUMNS)
-        deployments = f"CREATE OR REPLACE VIEW deployments AS SELECT {columns} FROM read_parquet('{quoted}')"
-    else:
-        deployments = _DEPLOYMENTS_FROM_MEDIA
-    # Run against a fresh database file (build to a temporary name, then rename): DuckDB cannot
-    # replace a view by a table of the same name or back, should the setting change between builds.
-    observations = _OBSERVATIONS.format(kind="TABLE" if materialize_observations else "VIEW")
-    return [deployments, observations, _SITE_EFFORT, _SITES, _SITE_SPECIES]
+        statements.append(f"CREATE OR REPLACE VIEW deployments AS SELECT {columns} FROM read_parquet('{quoted}')")
+    for name, select in extra_views(deployments_from_media=deployments_parquet is None).items():
+        kind = "TABLE" if (name == "observations" and materialize_observations) else "VIEW"
+        statements.append(f'CREATE OR REPLACE {kind} "{name}" AS {select}')
+    return statements
 
 
-EXTRA_VIEWS = ("deployments", "observations", "site_effort", "sites", "site_species")
+EXTRA_VIEWS = ("deployments", "camera_clock", "observations", "site_effort", "sites", "site_species")
 
 # Five questions analysts ask of a camera-trap survey, answered against the views above.
 ANALYST_QUERIES: dict[str, tuple[str, str]] = {
@@ -221,10 +238,12 @@ SELECT m.camera_id,
        count(*) AS media,
        count(*) FILTER (WHERE m.status <> 'ok') AS failed,
        count(*) FILTER (WHERE m."timestamp" IS NULL) AS no_timestamp,
-       count(*) FILTER (WHERE m."timestamp" < d."start" OR m."timestamp" > d."end") AS outside_deployment
+       count(*) FILTER (WHERE m."timestamp" + to_seconds(coalesce(o.clock_offset_s, 0)) NOT BETWEEN d."start" AND d."end")
+           AS outside_deployment
 FROM media m
 LEFT JOIN (SELECT camera_id, min("start") AS "start", max("end") AS "end" FROM deployments GROUP BY camera_id) d
        ON d.camera_id = m.camera_id
+LEFT JOIN camera_clock o ON o.camera_id = m.camera_id
 GROUP BY m.camera_id
 ORDER BY failed DESC, outside_deployment DESC, m.camera_id
 """,

@@ -1,0 +1,141 @@
+"""The Odin commands of the ``odins-ravne`` CLI: infrastructure, cost report, Stage 3 download.
+
+Each function takes plain values, prints through ``echo`` and returns the exit code, so the CLI only
+parses arguments. Errors a user can fix (no stack, over budget, unsafe key) are one clear line on
+stderr and exit code 2; nothing here prints a traceback for them.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, Sequence
+
+import botocore.exceptions
+
+from resources.aws import aws_client
+
+Echo = Callable[[str], None]
+
+
+def _err(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _table(rows: list[dict], columns: Sequence[str]) -> str:
+    cells = [[("" if r.get(c) is None else f"{r[c]:.4f}" if isinstance(r.get(c), float) else str(r[c])) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def infra_deploy(
+    *,
+    profile: str = "cloud",
+    image_uri: str,
+    subnet_ids: Sequence[str] = (),
+    security_group_ids: Sequence[str] = (),
+    budget_email: str = "",
+    stack_name: str = "odins-ravne",
+    wait: bool = True,
+    echo: Echo = print,
+) -> int:
+    from resources import infra
+    from resources.profiles import ProfileError, load_profile
+
+    try:
+        settings = load_profile(profile)
+        region = settings.storage.region
+        if not subnet_ids or not security_group_ids:
+            default_subnets, default_groups = infra.default_network(aws_client("ec2", region=region))
+            subnet_ids = subnet_ids or default_subnets
+            security_group_ids = security_group_ids or default_groups
+            echo(f"using the default VPC: subnets {', '.join(subnet_ids)}, security group {', '.join(security_group_ids)}")
+        params = infra.stack_parameters(
+            settings, image_uri=image_uri, subnet_ids=subnet_ids, security_group_ids=security_group_ids, budget_email=budget_email, project_name=stack_name
+        )
+        outputs = infra.deploy(aws_client("cloudformation", region=region), params, stack_name=stack_name, wait=wait, echo=echo)
+    except (infra.InfraError, ProfileError) as err:
+        return _err(str(err))
+    except botocore.exceptions.NoCredentialsError:
+        return _err("no AWS credentials: run `aws configure` (or set AWS_PROFILE), or point AWS_ENDPOINT_URL at moto")
+    for key, value in sorted(outputs.items()):
+        echo(f"  {key}: {value}")
+    if outputs:
+        echo(f"set cloud.aws.bucket to {outputs['BucketName']} in the profile (or export ODINS_RAVNE_BUCKET={outputs['BucketName']})")
+    return 0
+
+
+def infra_status(*, profile: str = "cloud", stack_name: str = "odins-ravne", echo: Echo = print) -> int:
+    from resources import infra
+    from resources.profiles import load_profile
+
+    region = load_profile(profile).storage.region
+    report = infra.status(aws_client("cloudformation", region=region), stack_name=stack_name, batch=aws_client("batch", region=region))
+    echo(f"stack {report['stack']}: {report['status']}")
+    for key, value in sorted(report.get("outputs", {}).items()):
+        echo(f"  {key}: {value}")
+    for name, env in report.get("compute_environments", {}).items():
+        echo(f"  compute {name}: {env['state']}/{env['status']}, {env['desired_vcpus']} of max {env['max_vcpus']} vCPUs up")
+    for queue, counts in report.get("jobs", {}).items():
+        echo(f"  queue {queue}: " + (", ".join(f"{n} {state}" for state, n in counts.items()) or "idle"))
+    return 0
+
+
+def infra_teardown(*, profile: str = "cloud", stack_name: str = "odins-ravne", force: bool = False, echo: Echo = print) -> int:
+    from resources import infra
+    from resources.profiles import load_profile
+
+    region = load_profile(profile).storage.region
+    try:
+        message = infra.teardown(aws_client("cloudformation", region=region), stack_name=stack_name, batch=aws_client("batch", region=region), force=force, echo=echo)
+    except infra.InfraError as err:
+        return _err(str(err))
+    echo(message)
+    return 0
+
+
+def cost_report(*, output_root: str, profile: str = "cloud", by: str = "camera_id", echo: Echo = print) -> int:
+    from resources.cost import COSTS, CostResource, report_rows, summarize
+    from resources.profiles import load_profile
+    from resources.storage import Storage
+
+    if by not in ("camera_id", "run_id", "stage", "capacity"):
+        return _err(f"--by {by!r}: use camera_id, run_id, stage or capacity")
+    settings = load_profile(profile)
+    output = Storage(output_root, endpoint_url=settings.storage.endpoint_url, region=settings.storage.region)
+    resource = CostResource.from_profile(settings)
+    costs = resource.read_costs(output)
+    if costs is None or costs.num_rows == 0:
+        echo(f"no costs recorded under {output.uri('costs')}: they are written when GPU stages run on AWS Batch")
+        return 0
+    costs = costs.select(COSTS.names)
+    rows = report_rows(costs, by=by)
+    echo(_table(rows, [by, "jobs", "n_media", "runtime_hours", "usd", "on_demand_usd", "saving_usd", "saving_pct", "usd_per_media"]))
+    total = summarize(costs)
+    echo(
+        f"\ntotal ${total['usd']:.4f} for {total['jobs']} job(s), {total['runtime_hours']:.3f} GPU hours; "
+        f"spot saved ${total['saving_usd']:.4f} ({total['saving_pct']:.0f}% of ${total['on_demand_usd']:.4f} on-demand)"
+    )
+    spent, source = resource.spent_this_month(output)
+    echo(f"this month: ${spent:.2f} of ${resource.monthly_budget_usd:,.2f} budget spent ({source})")
+    return 0
+
+
+def stage3_download(*, s3_uri: str, local_dir: str, with_crops: bool = False, echo: Echo = print) -> int:
+    from resources.stage3_download import UnsafeKeyError, download_stage3, open_stage3
+
+    try:
+        path = download_stage3(s3_uri, local_dir, with_crops=with_crops, echo=echo)
+    except (UnsafeKeyError, FileNotFoundError, ValueError) as err:
+        return _err(str(err))
+    con = open_stage3(path)
+    try:
+        views = [r[0] for r in con.execute("select view_name from duckdb_views() where not internal order by 1").fetchall()]
+    finally:
+        con.close()
+    echo(f"Stage 3 database: {path}")
+    echo(f"views: {', '.join(views)}")
+    echo(f"query it: odins-ravne query \"SELECT * FROM events\" --out {local_dir}")
+    return 0
