@@ -294,6 +294,9 @@ class DarknetDetector(Detector):
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
+        # Spinning threads burn the cores the engine's decode threads need between batches.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         if self.device.startswith("cuda"):
             if "CUDAExecutionProvider" in ort.get_available_providers():

@@ -357,6 +357,7 @@ def _ref_sign(ref: Any, positive: str, negative: str) -> float:
 
 _STREAM_SIZE = re.compile(r"Stream #0:\d+.*?: Video: .*?, (\d{2,5})x(\d{2,5})")
 _META_LINE = re.compile(r"^\s{4}(\w[\w.\-]*)\s*: (.*)$")
+_ROTATION = re.compile(r"rotation of (-?\d+(?:\.\d+)?) degrees")
 _ISO6709 = re.compile(r"^([+-]\d+(?:\.\d+)?)([+-]\d+(?:\.\d+)?)")
 
 
@@ -387,11 +388,12 @@ def _probe_video(path: Path) -> dict[str, Any]:
     size = _STREAM_SIZE.search(done.stderr)
     if size is None:
         raise MediaError("ffmpeg did not report the video's frame size")
-    info: dict[str, Any] = {
-        "width": int(size.group(1)),
-        "height": int(size.group(2)),
-        "frame_count": frame_count,
-    }
+    width, height = int(size.group(1)), int(size.group(2))
+    rotation = _ROTATION.search(done.stderr)
+    if rotation and round(abs(float(rotation.group(1)))) % 180 == 90:
+        # ffmpeg turns such frames upright when decoding; record the size the frames come out in.
+        width, height = height, width
+    info: dict[str, Any] = {"width": width, "height": height, "frame_count": frame_count}
     metadata = _container_metadata(done.stderr)
     created = _parse_iso_time(metadata.get("creation_time"))
     if created is not None:

@@ -176,6 +176,13 @@ def _phase_shifts(ref_f: np.ndarray, img: np.ndarray, window: np.ndarray, count:
     return out
 
 
+def _standardized(img: np.ndarray, where: np.ndarray) -> np.ndarray:
+    values = img[where] if where.any() else img.ravel()
+    centre = float(np.median(values))
+    spread = float(np.percentile(values, 75) - np.percentile(values, 25)) or 1.0
+    return (img - centre) / spread
+
+
 def _affine_to(ref: np.ndarray, img: np.ndarray, valid: np.ndarray, step: int = 3) -> tuple[float, float]:
     """``a, b`` such that ``img * a + b`` matches ``ref`` in brightness (an exposure change).
 
@@ -340,12 +347,13 @@ def propose(frames: list[np.ndarray], config: MotionConfig | None = None) -> Mot
     valid = np.ones((n, h, w), bool)
     shifts: list[tuple[float, float]] = []
     max_shift = config.max_shift * w
-    smooth = np.stack([ndimage.gaussian_filter(g, 1.5) for g in stack])
+    # For judging a shift: smoothed (sensor noise would hide the gain) and standardized (a frame
+    # exposed differently must not look better merely by sliding its dark parts elsewhere).
+    smooth = np.stack([_standardized(ndimage.gaussian_filter(g, 1.5), scene) for g in stack])
     for i in range(n):
         best, best_error = (0.0, 0.0), None
         if i != ref_index:
-            # Judged on smoothed images, so that sensor noise does not hide the gain; the median
-            # error, so that the animal (which moved by itself) does not decide it.
+            # The median error, so that the animal (which moved by itself) does not decide it.
             best_error = float(np.median(np.abs(smooth[i] - smooth[ref_index])[scene]))
             for dy, dx in _phase_shifts(ref_f, flat[i], window):
                 if max(abs(dy), abs(dx)) < 0.5 or max(abs(dy), abs(dx)) > max_shift:

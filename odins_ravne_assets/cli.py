@@ -79,13 +79,25 @@ def process(input_root: str, output_root: str, *, camera_ids: list[str] | None =
     from dagster import DagsterInstance
     from tqdm import tqdm
 
+    from gpu_ops.media import media_type_for
     from odins_ravne_assets.definitions import defs
     from odins_ravne_assets.jobs import CAMERA_ASSETS, PROJECT_ASSETS
     from odins_ravne_assets.partitions import InvalidCameraId, split_valid, validate_camera_id
     from odins_ravne_assets.progress import set_progress_callback
 
     storage = Storage(input_root, endpoint_url=settings.storage.endpoint_url, region=settings.storage.region)
-    found, invalid = split_valid(storage.top_level_folders())
+    folders = storage.top_level_folders()
+    root = None if storage.is_s3 else storage.local_path()
+    loose = sorted(p.name for p in root.iterdir() if p.is_file() and media_type_for(p.name)) if root and root.is_dir() else []
+    if loose and not folders:
+        # A single camera's folder given directly: its parent is the input root.
+        parent, name = storage.local_path().parent, storage.local_path().name
+        print(f"{storage.root} holds media but no camera folders: processing it as camera {name!r}", file=sys.stderr)
+        return process(str(parent), output_root, camera_ids=[name], profile=profile, quiet=quiet)
+    if loose:
+        print(f"warning: {len(loose)} media files directly under {storage.root} are in no camera folder "
+              f"and are not processed (e.g. {loose[0]!r}): put each camera's media in its own folder", file=sys.stderr)
+    found, invalid = split_valid(folders)
     for name, reason in invalid.items():
         print(f"skipping folder {name!r}: {reason}", file=sys.stderr)
     if camera_ids:

@@ -124,3 +124,27 @@ def test_trap_nights_fall_back_to_the_media_span():
     media, _ = camera_with_known_offset()
     deployments = read_deployments_csv(b"camera_id,start,end\ncam-a,2024-06-01T00:00:00,2024-06-05T12:00:00\ncam-b,,\n")
     assert trap_nights(deployments, media) == {"cam-a": 4.5, "cam-b": 2.0}
+
+
+def test_one_camera_at_a_time_for_a_partitioned_asset():
+    media, _ = camera_with_known_offset()
+    csv_table = read_deployments_csv(b"camera_id,clock_offset_s\ncam-a,300\ncam-z,60\n")
+    assert [r["camera_id"] for r in build_deployments(media, csv_table, now=NOW).to_pylist()] == ["cam-a", "cam-b", "cam-z"]
+    (only,) = build_deployments(media, csv_table, camera_id="cam-a", now=NOW).to_pylist()
+    # the CSV row borrows the media's start, moved by the clock offset
+    assert (only["camera_id"], only["clock_offset_s"], only["start"]) == ("cam-a", 300.0, T0 + timedelta(minutes=5))
+
+
+def test_surveyed_coordinates_place_the_camera_for_clustering():
+    from odins_ravne_assets.hugin.clusters import cluster_locations
+    from odins_ravne_assets.hugin.deployments import deployment_locations
+
+    media, _ = camera_with_known_offset()
+    csv_table = read_deployments_csv(b"camera_id,latitude,longitude\ncam-b,62.1001,10.2001\n")
+    locations = deployment_locations(build_deployments(media, csv_table, now=NOW), media)
+    assert locations == [
+        {"camera_id": "cam-a", "latitude": 62.1, "longitude": 10.2, "n_media_with_gps": 2},
+        {"camera_id": "cam-b", "latitude": 62.1001, "longitude": 10.2001, "n_media_with_gps": 2},
+    ]
+    # EXIF put cam-b 120 km away; the surveyed position makes it cam-a's neighbour
+    assert {r["site_id"] for r in cluster_locations(locations, max_site_radius_m=100).table.to_pylist()} == {"site-01"}

@@ -6,6 +6,7 @@ import hashlib
 import math
 import os
 import struct
+import subprocess
 import zlib
 from datetime import datetime, timezone
 from pathlib import Path
@@ -376,6 +377,18 @@ def test_video_without_creation_time_uses_mtime(tmp_path: Path) -> None:
     assert row["status"] == "ok"
     assert row["timestamp_source"] == "file_mtime"
     assert row["gps_status"] == "missing"
+
+
+def test_rotated_video_reports_the_upright_size(tmp_path: Path) -> None:
+    # Phones and some cameras store frames sideways plus a rotation; ffmpeg decodes them upright.
+    flat = _video(tmp_path / "flat.mp4", n_frames=3)
+    turned = tmp_path / "turned.mp4"
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-display_rotation", "90", "-i", str(flat), "-c", "copy", str(turned)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    row = _probe(turned)
+    assert (row["width"], row["height"]) == (48, 64)
+    _, _, frame = next(media.read_video_frames(turned))
+    assert frame.shape == (64, 48, 3)
 
 
 def test_video_with_no_frames_fails(tmp_path: Path) -> None:

@@ -72,11 +72,19 @@ def test_a_subject_that_does_not_move_gives_no_proposal():
     assert _score("still") == (0, 0, 15)
 
 
-@pytest.mark.parametrize("kind", ["empty_wind", "empty_light"])
-def test_empty_bursts_stay_nearly_empty_before_fusion(kind):
-    # Motion alone may flag a branch that moved in one frame; fusion drops those (test_fusion).
-    tp, fp, fn = _score(kind)
-    assert fp <= 4
+def test_a_light_change_over_an_empty_scene_gives_no_proposal():
+    assert _score("empty_light") == (0, 0, 0)
+
+
+def test_wind_flags_at_most_an_odd_frame_of_an_empty_burst():
+    # A branch that swings in just one frame of the burst looks, pixel by pixel, like an animal
+    # passing; motion alone may flag that frame. Fusion drops it: it forms no track and no crop
+    # verifies it (test_fusion.test_empty_bursts_stay_empty).
+    flagged = 0
+    for seed in SEEDS:
+        result = propose(make_burst("empty_wind", seed, size=SIZE).frames)
+        flagged += sum(1 for proposals in result.proposals if proposals)
+    assert flagged <= 3  # of 15 frames
 
 
 def test_info_bars_are_found_and_masked():

@@ -198,3 +198,12 @@ def test_a_run_killed_halfway_redoes_only_unfinished_work(tmp_path):
     finally:
         stage1_module.CHUNK_SIZE = old_chunk
     assert stats.media_skipped == 2 and stats.media_processed == 3
+
+
+def test_a_single_camera_folder_given_directly_is_processed_as_that_camera(tmp_path, dagster_home, capsys):
+    folder = tmp_path / "cam-solo"
+    write_jpeg(ASSETS / "zidane.jpg", folder / "IMG_0001.JPG", when="2026:06:01 05:30:00", scale=0.4)
+    out = tmp_path / "out"
+    assert main(["process", str(folder), "--out", str(out), "--quiet"]) == 0
+    assert "processing it as camera 'cam-solo'" in capsys.readouterr().err
+    assert (out / "detections" / "camera_id=cam-solo" / "data.parquet").is_file()

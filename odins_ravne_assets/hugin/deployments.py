@@ -209,12 +209,20 @@ def deployments_from_media(media: pa.Table, *, now: datetime | None = None) -> p
     return pa.Table.from_pylist(rows, schema=DEPLOYMENTS)
 
 
-def build_deployments(media: pa.Table, csv_table: pa.Table | None = None, *, now: datetime | None = None) -> pa.Table:
-    """The deployments of every camera in ``media``: CSV rows where given, media-built rows otherwise.
+def build_deployments(
+    media: pa.Table, csv_table: pa.Table | None = None, *, camera_id: str | None = None,
+    now: datetime | None = None,
+) -> pa.Table:
+    """The deployments of every camera in ``media`` (and in the CSV): CSV rows where given, media-built
+    rows otherwise. ``camera_id`` keeps one camera only (for a camera-partitioned asset).
 
     A CSV row without coordinates or without start/end borrows them from the media (after its clock
     offset), so a CSV that only records clock offsets is enough.
     """
+    if camera_id is not None:
+        media = media.filter(pc.equal(media["camera_id"], camera_id))
+        if csv_table is not None:
+            csv_table = csv_table.filter(pc.equal(csv_table["camera_id"], camera_id))
     from_media = {r["camera_id"]: r for r in deployments_from_media(media, now=now).to_pylist()}
     rows = []
     listed = set()
@@ -330,3 +338,21 @@ def trap_nights(deployments: pa.Table, media: pa.Table | None = None) -> dict[st
             continue
         nights[dep["camera_id"]] = nights.get(dep["camera_id"], 0.0) + (end - start).total_seconds() / 86400.0
     return nights
+
+
+def deployment_locations(deployments: pa.Table, media: pa.Table | None = None) -> list[dict[str, Any]]:
+    """One location per camera for site clustering (``clusters.cluster_locations``).
+
+    The issue's "HDBSCAN on deployment locations": a camera's position is that of its latest
+    deployment with coordinates (``deployments.csv`` wins over EXIF, since it is surveyed), and
+    ``n_media_with_gps`` still counts the media fixes behind it.
+    """
+    fixes = {r["camera_id"]: r["n_media_with_gps"] for r in camera_locations(media)} if media is not None else {}
+    latest: dict[str, dict[str, Any]] = {}
+    for dep in sorted(deployments.to_pylist(), key=lambda d: (d["camera_id"], d["start"] or datetime.min)):
+        if dep["latitude"] is not None or dep["camera_id"] not in latest:
+            latest[dep["camera_id"]] = dep
+    return [
+        {"camera_id": c, "latitude": d["latitude"], "longitude": d["longitude"], "n_media_with_gps": fixes.get(c, 0)}
+        for c, d in sorted(latest.items())
+    ]
