@@ -5,7 +5,8 @@ shorter side is grown towards the longer one so the crop is square where the ima
 Species classifiers are trained on square-ish context crops (MegaDetector's crop tooling does the
 same), and a square crop survives their resize without distorting the animal. The crop is clipped to
 the image, never padded with invented pixels, so near the edges it may stay rectangular. Tiny boxes
-grow to at least ``min_side`` pixels (or the image, if smaller).
+grow to at least ``min_side`` pixels (or the image, if smaller). An optional ``max_side`` caps big
+crops (downscaled); by default crops keep the full resolution.
 """
 
 from __future__ import annotations
@@ -39,11 +40,28 @@ def crop_box(width: int, height: int, bbox: Sequence[float], pad_fraction: float
     return left_px, top_px, right_px, bottom_px
 
 
-def crop_detection(image: np.ndarray, bbox: Sequence[float], pad_fraction: float = 0.1, min_side: int = 32) -> np.ndarray:
-    """Cut the padded, square-ish crop of a detection out of an HWC array (a copy, not a view)."""
+def fit_within(image: Image.Image, max_side: int | None) -> Image.Image:
+    """Downscale (never upscale) so the longer side is at most ``max_side``; None keeps the size."""
+    if max_side is None or max(image.size) <= max_side:
+        return image
+    scale = max_side / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
+
+
+def crop_detection(image: np.ndarray, bbox: Sequence[float], pad_fraction: float = 0.1, min_side: int = 32,
+                   max_side: int | None = None) -> np.ndarray:
+    """Cut the padded, square-ish crop of a detection out of an HWC array (a copy, not a view).
+
+    ``max_side`` caps the crop's longer side (downscaled, aspect kept): classifiers look at 224-518
+    pixels, so a frame-filling animal needs no 12-megapixel crop. None keeps full resolution.
+    """
     height, width = image.shape[:2]
     left, top, right, bottom = crop_box(width, height, bbox, pad_fraction, min_side)
-    return np.ascontiguousarray(image[top:bottom, left:right])
+    crop = np.ascontiguousarray(image[top:bottom, left:right])
+    if max_side is not None and max(crop.shape[:2]) > max_side:
+        crop = np.asarray(fit_within(Image.fromarray(crop), max_side))
+    return crop
 
 
 def encode_jpeg(image: np.ndarray | Image.Image, quality: int = 90) -> bytes:

@@ -6,15 +6,18 @@ What it does differently from a plain loop (open, detect, crop, one image at a t
   calling thread runs the model on the previous batch. Pillow, OpenCV, ONNX Runtime and torch all
   release the GIL for their heavy work, so threads are enough and nothing is pickled.
 * **Reduced-size decoding.** A JPEG is decoded with Pillow's draft mode straight to the smallest
-  1/2, 1/4 or 1/8 scale that is still at least the model's input size: a 4000x3000 photo becomes
-  1000x750 for a 640 model, decoded at a fraction of the full cost (libjpeg skips most of the IDCT).
-  Boxes are normalized, so they are the same on the reduced and on the full image.
+  1/2, 1/4 or 1/8 scale that is still ``DRAFT_MARGIN`` (3) times the model's input size, then
+  area-resized: a 4000x3000 photo becomes 2000x1500 for a 416 or 640 model, at about a third of the
+  cost of a full decode (libjpeg skips most of the IDCT and colour work). Boxes are normalized, so
+  they are the same on the reduced and on the full image.
 * **Letterboxing on arrays, batched inference**, with the detector's own out-of-memory halving.
-* **Crops from the full-resolution image, decoded once.** The encoded bytes are read once and held;
-  only an image with a detection at or above ``crop_min_conf`` is decoded at full resolution, from
-  those bytes, and its crops are cut and encoded from that single decode. An image that was decoded
-  at full size anyway (a small JPEG, a PNG, a Pillow image handed in) is cropped from what is held.
-  Camera-trap sets are mostly empty frames, which therefore cost only the reduced decode.
+* **Crops without decoding twice where it can be avoided.** The file is read once and its bytes
+  held. Crop windows are computed on the full image, exactly as ``cropper.crop_detection`` does.
+  Their pixels come from the image already decoded when it has enough of them: an image decoded at
+  full size anyway (a small JPEG, a PNG, a Pillow image handed in), or, when ``crop_max_side`` caps
+  the crops, a reduced decode that still holds every crop at its capped size. Otherwise the held
+  bytes are decoded once more, at full size (or the smallest scale the capped crops need). Images
+  without a detection at or above ``crop_min_conf`` (most camera-trap frames) are decoded once, small.
 
 Results match the straightforward path (full decode, ``Detector.detect``) to within resampling
 noise: ``bench/stage1.py`` measures it (IoU and confidence of matched boxes).
@@ -43,17 +46,18 @@ from typing import Any, Callable, Hashable, Iterable, Union
 import numpy as np
 from PIL import Image
 
-from gpu_ops.cropper import crop_box, encode_jpeg
+from gpu_ops.cropper import crop_box, encode_jpeg, fit_within
 from gpu_ops.detector import Detection, Detector, Letterbox
 
 log = logging.getLogger("gpu_ops")
 
 Source = Union[str, "os.PathLike[str]", bytes, Image.Image]
 Item = tuple[Hashable, Union[Source, Callable[[], Source]]]
-# Decode at least this many times the model's input size, then area-resize: the DCT-domain scaling
-# of a reduced decode then leaves the model input within resampling noise of a full decode
-# (measured: IoU >= 0.9x, conf within 0.02 at 2; at 1 confidences moved by up to 0.04).
-DRAFT_MARGIN = 2
+# A reduced decode must stay at least this many times the model's input size, then area-resize.
+# YOLOv3-tiny's confidences move with small pixel differences; measured on the bench sets at 416
+# against a full decode: margin 1 matched 24 of 63 boxes (conf off by up to 0.55), margin 2 53/63,
+# margin 3 62/63 (worst conf delta 0.0201, IoU >= 0.98). A 4000x3000 JPEG still decodes at 1/2.
+DRAFT_MARGIN = 3
 OnResult = Callable[[Hashable, Union[list[Detection], BaseException], dict[int, bytes]], None]
 
 
@@ -64,8 +68,8 @@ class EngineStats:
     detections: int = 0
     crops: int = 0
     batches: int = 0
-    reduced_decodes: int = 0  # JPEGs decoded at 1/2, 1/4 or 1/8 for the detector
-    full_decodes: int = 0  # full-resolution decodes (for detection or for crops)
+    reduced_decodes: int = 0  # JPEG decodes at 1/2, 1/4 or 1/8 (for the detector or for capped crops)
+    full_decodes: int = 0  # full-resolution decodes of encoded files (for the detector or for crops)
     seconds: float = 0.0  # wall time of run_detection
     decode_seconds: float = 0.0  # summed over worker threads
     inference_seconds: float = 0.0  # the calling thread, inside the model
@@ -85,10 +89,13 @@ class _Decoded:
     canvas: np.ndarray
     box: Letterbox
     size: tuple[int, int]  # the full image's width, height
-    data: bytes | None  # the encoded file, kept for a full decode when crops are needed
-    full: Image.Image | None  # the full-resolution image, when it was decoded anyway
-    reduced: bool
+    image: Image.Image  # what was decoded: the full image, or a reduced one (see ``reduced``)
+    data: bytes | None  # the encoded file, kept for a second decode when crops need more pixels
     seconds: float
+
+    @property
+    def reduced(self) -> bool:
+        return self.image.size != self.size
 
 
 @dataclass
@@ -128,51 +135,69 @@ def decode_for_detection(source: Union[Source, Callable[[], Source]], detector: 
     data: bytes | None = None
     if isinstance(value, Image.Image):
         image, size = _rgb(value), value.size
-        full, reduced = image, False
     else:
         data = value
         image = Image.open(io.BytesIO(data))
         size = image.size
-        if image.format == "JPEG":
-            # Ask for the letterboxed size; draft picks the smallest DCT scale at least that big.
-            scale = DRAFT_MARGIN * detector.image_size / max(size)
-            if scale < 1:
-                image.draft("RGB", (math.ceil(size[0] * scale), math.ceil(size[1] * scale)))
+        _draft(image, DRAFT_MARGIN * detector.image_size / max(size))
         image = _rgb(image)
         image.load()
-        reduced = image.size != size
-        full = None if reduced else image
     canvas, box = detector.prepare(np.asarray(image))
-    seconds = time.perf_counter() - started
+    decoded = _Decoded(canvas, box, size, image, data, time.perf_counter() - started)
     if counters is not None:
-        counters.add(decode_seconds=seconds, reduced=int(reduced), full=int(not reduced and data is not None))
-    return _Decoded(canvas, box, size, data, full, reduced, seconds)
+        full = int(data is not None and not decoded.reduced)
+        counters.add(decode_seconds=decoded.seconds, reduced=int(decoded.reduced), full=full)
+    return decoded
+
+
+def _draft(image: Image.Image, scale: float) -> None:
+    """Ask a JPEG to decode at the smallest DCT scale (1/2, 1/4, 1/8) that keeps ``scale`` of its size."""
+    if image.format == "JPEG" and scale < 1:
+        image.draft("RGB", (math.ceil(image.width * scale), math.ceil(image.height * scale)))
 
 
 def cut_crops(decoded: _Decoded, detections: list[Detection], crop_min_conf: float, *, pad_fraction: float = 0.1,
-              min_side: int = 32, quality: int = 90, counters: _Counters | None = None) -> dict[int, bytes]:
-    """JPEG crops, from the full-resolution image, of the detections at or above ``crop_min_conf``."""
+              min_side: int = 32, max_side: int | None = None, quality: int = 90, counters: _Counters | None = None) -> dict[int, bytes]:
+    """JPEG crops of the detections at or above ``crop_min_conf``, as ``cropper.crop_detection`` cuts them.
+
+    The crop windows are computed on the full image. Pixels come from the image already decoded for
+    the detector when it has enough of them (a full decode, or a reduced one when ``max_side`` caps
+    every crop below its resolution); otherwise the held bytes are decoded once more, at full size,
+    or at the smallest DCT scale that still serves every capped crop.
+    """
     wanted = [i for i, d in enumerate(detections) if d.conf >= crop_min_conf]
     if not wanted:
         return {}
     started = time.perf_counter()
-    full = decoded.full
-    decoded_now = full is None
-    if full is None:
-        assert decoded.data is not None  # reduced decodes always keep the bytes
-        full = _rgb(Image.open(io.BytesIO(decoded.data)))
-        full.load()
-        if full.size != decoded.size:
-            raise RuntimeError(f"the full decode is {full.size}, the first decode said {decoded.size}")
-    width, height = full.size
+    width, height = decoded.size
+    windows = {i: crop_box(width, height, detections[i].bbox, pad_fraction, min_side) for i in wanted}
+    # The share of the full resolution that the most demanding crop needs.
+    needed = max(_needed_scale(window, max_side) for window in windows.values())
+    source = decoded.image
+    decoded_again = False
+    if source.width < needed * width - 0.5:
+        if decoded.data is None:
+            raise RuntimeError("no encoded bytes held to decode the image again for its crops")
+        source = Image.open(io.BytesIO(decoded.data))
+        _draft(source, needed)
+        source = _rgb(source)
+        source.load()
+        decoded_again = True
+    sx, sy = source.width / width, source.height / height
     crops = {}
-    for index in wanted:
-        # Pillow crops without converting the whole image to an array: only the region is copied.
-        region = full.crop(crop_box(width, height, detections[index].bbox, pad_fraction, min_side))
-        crops[index] = encode_jpeg(region, quality=quality)
+    for index, (left, top, right, bottom) in windows.items():
+        # Pillow copies only the region: the whole image is never turned into an array.
+        region = source.crop((round(left * sx), round(top * sy), round(right * sx), round(bottom * sy)))
+        crops[index] = encode_jpeg(fit_within(region, max_side), quality=quality)
     if counters is not None:
-        counters.add(crop_seconds=time.perf_counter() - started, full=int(decoded_now))
+        counters.add(crop_seconds=time.perf_counter() - started, full=int(decoded_again and source.size == decoded.size),
+                     reduced=int(decoded_again and source.size != decoded.size))
     return crops
+
+
+def _needed_scale(window: tuple[int, int, int, int], max_side: int | None) -> float:
+    side = max(window[2] - window[0], window[3] - window[1])
+    return 1.0 if max_side is None or side <= max_side else max_side / side
 
 
 def run_detection(
@@ -186,6 +211,7 @@ def run_detection(
     crop_pad_fraction: float = 0.1,
     crop_min_side: int = 32,
     crop_quality: int = 90,
+    crop_max_side: int | None = None,
 ) -> EngineStats:
     """Detect on every item and cut crops; see the module docstring for items and callbacks."""
     if batch_size < 1 or decode_workers < 1:
@@ -254,7 +280,7 @@ def run_detection(
                             continue
                         future = pool.submit(
                             cut_crops, decoded, outcome, crop_min_conf, pad_fraction=crop_pad_fraction,
-                            min_side=crop_min_side, quality=crop_quality, counters=counters,
+                            min_side=crop_min_side, max_side=crop_max_side, quality=crop_quality, counters=counters,
                         )
                         cropping.append((key, outcome, future))
                 drain_crops(block=False)

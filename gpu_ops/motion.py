@@ -9,12 +9,16 @@ fools a naive frame difference, and the guard for each:
   from frame to frame. They are found as bands of near-uniform rows touching the top or bottom edge of
   the median image and masked (:func:`find_info_bars`).
 - **Camera shake** (wind on the post): every frame is aligned to the middle one by phase correlation
-  on high-passed, windowed images, bars masked, and the shift is kept only where it really lowers the
-  frame's difference. The difference is then taken against the local min/max of the background, so a
-  residual sub-pixel misalignment along edges does not light up.
-- **Exposure change** between frames (the IR flash warming up, auto-exposure, a cloud): each frame's
-  intensities are mapped onto the reference by a robust affine fit over quantiles, and a smooth
-  illumination field left after that (block medians, upsampled) is subtracted.
+  on high-passed, windowed images, bars masked. Several correlation peaks are tried (over a plain
+  background the animal makes a peak of its own) and a shift is kept only where it really lowers the
+  frame's median difference to the reference. The difference is then taken against the local
+  min/max of the background, so a residual sub-pixel misalignment along edges does not light up.
+- **Exposure change** between frames (the IR flash warming up, auto-exposure, a cloud): each frame is
+  mapped onto the reference frame by a robust straight-line fit of its pixels (orthogonal
+  regression, animal and clipped pixels left out); the smooth illumination field left after that (a
+  robust quadratic surface plus block medians) is subtracted; each frame gets its own noise level, so
+  an underexposed frame, brightened, does not light up all over; a pixel clipped to black in a frame
+  cannot count as brighter there, nor a saturated one as darker.
 - **Waving vegetation**: the threshold at each pixel rises with that pixel's own spread over the burst
   (the median over frames of its deviation). A leaf moving in most frames has a wide spread; an animal
   covers any one pixel in few frames, so the median ignores it. Regions must also be compact (filled
@@ -351,7 +355,7 @@ def propose(frames: list[np.ndarray], config: MotionConfig | None = None) -> Mot
     # exposed differently must not look better merely by sliding its dark parts elsewhere).
     smooth = np.stack([_standardized(ndimage.gaussian_filter(g, 1.5), scene) for g in stack])
     for i in range(n):
-        best, best_error = (0.0, 0.0), None
+        best = (0.0, 0.0)
         if i != ref_index:
             # The median error, so that the animal (which moved by itself) does not decide it.
             best_error = float(np.median(np.abs(smooth[i] - smooth[ref_index])[scene]))
@@ -400,14 +404,14 @@ def propose(frames: list[np.ndarray], config: MotionConfig | None = None) -> Mot
     diff = np.maximum(np.maximum(np.where(black, 0.0, stack - bg_hi), np.where(white, 0.0, bg_lo - stack)), 0.0)
     # Each pixel's spread over the burst, spread to its neighbours (a leaf moves by a few pixels).
     spread = ndimage.maximum_filter(_median0(np.abs(stack - background)), size=5)
-    # Noise per frame: a frame brightened by the normalization (it was underexposed) carries its
-    # noise amplified by the same gain, and would light up all over at the others' threshold.
     floor = config.spread_k * spread
 
     proposals: list[list[Proposal]] = []
     changed_fractions, skipped = [], []
     total = float(common.sum()) or 1.0
     for i in range(n):
+        # Noise per frame: a frame brightened by the normalization (it was underexposed) carries its
+        # noise amplified by the same gain, and would light up all over at the others' threshold.
         noise = 1.4826 * float(np.median(np.abs(stack[i][fit_mask] - background[fit_mask]))) if fit_mask.any() else 1.0
         threshold = np.maximum(max(config.min_threshold, config.threshold_k * noise), floor)
         mask = (diff[i] > threshold) & common & valid[i]

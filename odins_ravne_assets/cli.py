@@ -111,6 +111,9 @@ def process(input_root: str, output_root: str, *, camera_ids: list[str] | None =
             print(f"error: no camera folder {', '.join(missing)} under {storage.root}", file=sys.stderr)
             return 2
         found = [c for c in found if c in camera_ids]
+    if not found and root is not None and not root.is_dir():
+        print(f"error: input folder {storage.root} does not exist", file=sys.stderr)
+        return 2
     if not found:
         print(f"error: no camera folders under {storage.root}: put each camera's media in its own folder", file=sys.stderr)
         return 2

@@ -5,18 +5,43 @@ read the published Munin tables, call it, and write the results beside them.
 """
 
 
+import tempfile
 from collections import Counter
+from pathlib import Path
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from gpu_ops import schemas
-from odins_ravne_assets.hugin.clusters import cluster_cameras
+from odins_ravne_assets.hugin.clusters import cluster_locations
+from odins_ravne_assets.hugin.deployments import (
+    DEPLOYMENTS,
+    apply_clock_offsets,
+    build_deployments,
+    deployment_locations,
+    read_deployments_csv,
+    timestamp_issue_counts,
+    trap_nights,
+)
 from odins_ravne_assets.hugin.events import condense_events, settings_for_camera
+from odins_ravne_assets.hugin.exports import generalize_locations, sensitive_cameras
+from odins_ravne_assets.hugin.reports import write_reports
+from odins_ravne_assets.hugin.sites import site_summary
+from odins_ravne_assets.hugin.stage3_views import extra_views
+from odins_ravne_assets.munin.preview import markdown_image
 from odins_ravne_assets.munin_assets import markdown_table, raw_images, species_labels
 from odins_ravne_assets.partitions import cameras, validate_camera_id
 from resources.pipeline import PipelineResource
 from resources.stage3 import DB_KEY, build_stage3
 from resources.storage import partition_key
+
+DEPLOYMENTS_CSV = "deployments.csv"
+
+
+def read_deployments(pipeline: PipelineResource):
+    """The optional deployments.csv at the top of the input folder, or None."""
+    if not pipeline.input.exists(DEPLOYMENTS_CSV):
+        return None
+    return read_deployments_csv(pipeline.input.read_bytes(DEPLOYMENTS_CSV))
 
 
 @asset(
@@ -33,13 +58,20 @@ def condensed_reports(context: AssetExecutionContext, pipeline: PipelineResource
     detections = output.read_parquet(f"detections/camera_id={camera_id}")
     labels = output.read_parquet(f"species_labels/camera_id={camera_id}")
     media = output.read_parquet(f"media/camera_id={camera_id}")
+    deployments = build_deployments(media, read_deployments(pipeline), camera_id=camera_id)
+    output.write_parquet(partition_key("deployments", camera_id), deployments)
+    # Events are cut on the corrected clock: a camera 5 minutes slow must not split or merge visits.
+    media_fixed = apply_clock_offsets(media, deployments)
+    detections_fixed = apply_clock_offsets(
+        detections if detections is not None else schemas.empty(schemas.DETECTIONS), deployments
+    )
     events = condense_events(
         labels if labels is not None else schemas.empty(schemas.SPECIES_LABELS),
-        detections if detections is not None else schemas.empty(schemas.DETECTIONS),
+        detections_fixed,
         window_minutes=settings.compression_window,
         min_confidence=settings.min_confidence,
         per_camera=settings.per_camera,
-        media=media,
+        media=media_fixed,
     )
     path = output.write_parquet(partition_key("events", camera_id), events)
     window, min_conf = settings_for_camera(
@@ -49,11 +81,14 @@ def condensed_reports(context: AssetExecutionContext, pipeline: PipelineResource
         per_camera=settings.per_camera,
     )
     by_species = Counter(zip(events.column("category").to_pylist(), events.column("species").to_pylist()))
+    issues = timestamp_issue_counts(media_fixed)
     return MaterializeResult(
         metadata={
             "events": events.num_rows,
             "compression_window_minutes": window,
             "min_confidence": min_conf,
+            "clock_offset_s": float(deployments.column("clock_offset_s")[0].as_py() or 0.0) if deployments.num_rows else 0.0,
+            **{f"timestamp_{k}": v for k, v in issues.items()},
             "events_by_species": MetadataValue.md(
                 markdown_table([{"category": c, "species": s, "events": n} for (c, s), n in by_species.most_common()])
             ),
@@ -63,25 +98,30 @@ def condensed_reports(context: AssetExecutionContext, pipeline: PipelineResource
 
 
 @asset(
-    deps=[raw_images],
+    deps=[raw_images, condensed_reports],
     group_name="hugin",
     kinds={"parquet"},
-    description="Camera sites: HDBSCAN (haversine) on camera locations across all cameras; cameras "
-    "without GPS are listed as no_gps.",
+    description="Camera sites: HDBSCAN (haversine) on deployment locations across all cameras, at "
+    "most max_site_radius_m wide; cameras without GPS are listed as no_gps.",
 )
 def gps_clusters(context: AssetExecutionContext, pipeline: PipelineResource) -> MaterializeResult:
     output, settings = pipeline.output, pipeline.settings.pipeline.clusters
     media = output.read_parquet("media")
-    clusters = cluster_cameras(
-        media if media is not None else schemas.empty(schemas.MEDIA),
+    deployments = output.read_parquet("deployments")
+    media = media if media is not None else schemas.empty(schemas.MEDIA)
+    clustering = cluster_locations(
+        deployment_locations(deployments if deployments is not None else schemas.empty(DEPLOYMENTS), media),
         min_cluster_size=settings.min_cluster_size,
         min_samples=settings.min_samples,
+        max_site_radius_m=settings.max_site_radius_m,
     )
+    clusters = clustering.table
     path = output.write_parquet("clusters/data.parquet", clusters)
     return MaterializeResult(
         metadata={
             "cameras": clusters.num_rows,
             "sites": len(set(clusters.column("site_id").to_pylist()) - {None}),
+            "cluster_persistence": MetadataValue.json({str(k): round(v, 4) for k, v in clustering.persistence.items()}),
             "clusters": MetadataValue.md(markdown_table(clusters.to_pylist())),
             "path": MetadataValue.path(path),
         }
@@ -91,12 +131,55 @@ def gps_clusters(context: AssetExecutionContext, pipeline: PipelineResource) -> 
 @asset(
     deps=[condensed_reports, gps_clusters],
     group_name="hugin",
+    kinds={"html"},
+    description="Reports: a project page and one per camera (HTML with PNG plots: events per species, "
+    "activity by hour, events over time, a map of sites) under OUTPUT/reports/.",
+)
+def reports(context: AssetExecutionContext, pipeline: PipelineResource) -> MaterializeResult:
+    output, profile = pipeline.output, pipeline.settings
+    events = output.read_parquet("events")
+    events = events if events is not None else schemas.empty(schemas.EVENTS)
+    media = output.read_parquet("media")
+    deployments = output.read_parquet("deployments")
+    clusters = output.read_parquet("clusters")
+    effort = trap_nights(deployments if deployments is not None else schemas.empty(DEPLOYMENTS), media)
+    sites, site_species = site_summary(events, clusters if clusters is not None else schemas.empty(schemas.CLUSTERS), effort)
+    hidden = sensitive_cameras(events, profile.pipeline.sensitive_species)
+    shown_clusters = generalize_locations(clusters, hidden) if clusters is not None else None
+    with tempfile.TemporaryDirectory() as tmp:
+        written = write_reports(tmp, events=events, clusters=shown_clusters, media=media, sites=sites, site_species=site_species)
+        for file in sorted(Path(tmp).rglob("*")):
+            if file.is_file():
+                output.write_bytes(f"reports/{file.relative_to(tmp).as_posix()}", file.read_bytes())
+        project = written["project"]
+        plots = [f for f in project.files if f.suffix == ".png"][:4]
+        pictures = "\n\n".join(markdown_image(f.read_bytes(), f.stem) for f in plots)
+        page = output.uri(f"reports/{project.html_path.relative_to(tmp).as_posix()}")
+    return MaterializeResult(
+        metadata={
+            "summary": MetadataValue.md(project.markdown),
+            "plots": MetadataValue.md(pictures or "_no plots_"),
+            "report": MetadataValue.path(page),
+            "camera_reports": len(written) - 1,
+            "generalized_cameras": len(hidden),
+        }
+    )
+
+
+@asset(
+    deps=[condensed_reports, gps_clusters, reports],
+    group_name="hugin",
     kinds={"duckdb"},
     description="Stage 3: OUTPUT/stage3/odins_ravne.duckdb with the views media, detections, crops, "
-    "species_labels, events and clusters, for analysts to query locally.",
+    "species_labels, events, clusters, deployments, observations, sites and site_species.",
 )
 def stage3_database(context: AssetExecutionContext, pipeline: PipelineResource) -> MaterializeResult:
-    counts = build_stage3(pipeline.output)
+    counts = build_stage3(
+        pipeline.output,
+        extra_tables={"deployments": ("deployments", DEPLOYMENTS)},
+        extra_views=extra_views(deployments_from_media=False),
+        materialize=frozenset({"observations"}),  # 10 M detections: 1 s a query as a table, 15 s as a view
+    )
     context.log.info("Stage 3 views: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
     return MaterializeResult(
         metadata={
@@ -106,4 +189,4 @@ def stage3_database(context: AssetExecutionContext, pipeline: PipelineResource) 
     )
 
 
-HUGIN_ASSETS = [condensed_reports, gps_clusters, stage3_database]
+HUGIN_ASSETS = [condensed_reports, gps_clusters, reports, stage3_database]

@@ -2,13 +2,13 @@
 
 from dagster import AssetSelection, define_asset_job
 
-from odins_ravne_assets.hugin_assets import condensed_reports, gps_clusters, stage3_database
+from odins_ravne_assets.hugin_assets import condensed_reports, gps_clusters, reports, stage3_database
 from odins_ravne_assets.munin_assets import MUNIN_ASSETS
 from odins_ravne_assets.partitions import cameras
 from odins_ravne_assets.progress import PROGRESS_HOOKS
 
 CAMERA_ASSETS = [*MUNIN_ASSETS, condensed_reports]
-PROJECT_ASSETS = [gps_clusters, stage3_database]
+PROJECT_ASSETS = [gps_clusters, reports, stage3_database]
 
 camera_job = define_asset_job(
     "camera_job",
@@ -22,5 +22,5 @@ project_job = define_asset_job(
     "project_job",
     selection=AssetSelection.assets(*PROJECT_ASSETS),
     hooks=PROGRESS_HOOKS,
-    description="Across cameras: GPS sites and the Stage 3 DuckDB database.",
+    description="Across cameras: GPS sites, reports and the Stage 3 DuckDB database.",
 )

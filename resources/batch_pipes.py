@@ -461,6 +461,20 @@ class BatchRun:
         return MaterializeResult(metadata=merged)
 
 
+class _PrefixedS3MessageReader(PipesS3MessageReader):
+    """``PipesS3MessageReader`` that keeps its message chunks under ``prefix`` (``pipes/``), where
+    the bucket's lifecycle rule expires them, instead of at a random key in the bucket's root."""
+
+    def __init__(self, *, prefix: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._prefix = prefix.rstrip("/")
+
+    @contextlib.contextmanager
+    def get_params(self):
+        with super().get_params() as params:
+            yield {**params, "key_prefix": f"{self._prefix}/messages/{params['key_prefix']}"}
+
+
 class _Backoff:
     def __init__(self, initial: float, maximum: float, factor: float = 2.0):
         self.initial, self.maximum, self.factor = initial, maximum, factor
@@ -521,6 +535,7 @@ class PipesBatchClient(PipesClient, TreatAsResourceParam):
         self.spot_queue = spot_queue
         self.forward_termination = forward_termination
         self.runner = runner if runner is not None else LocalBatchRunner.from_env(self._client)
+        self._clusters: dict[str, str] | None = None  # ECS cluster name -> spot | on-demand
         self.region = self._client.meta.region_name
 
     @classmethod
@@ -614,7 +629,7 @@ class PipesBatchClient(PipesClient, TreatAsResourceParam):
         # Pipes log calls stream live through the message chunks. Raw stdout/stderr are not folded in
         # (their chunks land after the "closed" message and Dagster warns about each); the job's log
         # tail is forwarded when it stops instead (see _forward_log).
-        reader = PipesS3MessageReader(bucket=self.bucket, client=self._s3, interval=self.message_interval)
+        reader = _PrefixedS3MessageReader(bucket=self.bucket, client=self._s3, interval=self.message_interval, prefix=self.key_prefix)
         injector = PipesS3ContextInjector(bucket=self.bucket, client=self._s3, key_prefix=self.key_prefix)
         shard.session = shard.stack.enter_context(
             open_pipes_session(context=context, message_reader=reader, context_injector=injector, extras=shard.extras)
@@ -630,7 +645,14 @@ class PipesBatchClient(PipesClient, TreatAsResourceParam):
         shard.record = self._submit(context, shard, params, self.spot_queue)
 
     def _submit(self, context: Any, shard: _Shard, params: dict, spot: bool) -> BatchJobRecord:
-        response = self._client.submit_job(**params)
+        try:
+            response = self._client.submit_job(**params)
+        except botocore.exceptions.ClientError as err:
+            raise BatchJobFailed(
+                f"Batch refused job {params['jobName']} (queue {params['jobQueue']}, definition {params['jobDefinition']}): "
+                f"{err}. If the queue or job definition does not exist, deploy the stack (odins-ravne infra deploy) "
+                "or fix cloud.aws.job_queue / job_definition in the profile."
+            ) from err
         job_id = response["jobId"]
         if self.runner is not None:
             self.runner.launch(job_id, params)
@@ -675,6 +697,9 @@ class PipesBatchClient(PipesClient, TreatAsResourceParam):
             record.started_at = job.get("startedAt", record.started_at)
             record.stopped_at = job.get("stoppedAt", record.stopped_at)
             record.attempts = list(job.get("attempts") or [])
+            placed = self._capacity_of(job)
+            if placed:
+                record.capacity = placed
             if record.status != shard.last_status:
                 changed = True
                 context.log.info(
@@ -689,6 +714,29 @@ class PipesBatchClient(PipesClient, TreatAsResourceParam):
             elif record.status == "FAILED":
                 shard.error = self._failure_message(record)
         return changed
+
+    def _capacity_of(self, job: Mapping) -> str | None:
+        """Spot or on-demand, from the compute environment the job actually landed in.
+
+        The spot queue also lists the on-demand environment (used when spot is at its vCPU limit),
+        so the queue alone does not say what the job was billed at. The container instance ARN
+        names the ECS cluster, and each compute environment has its own cluster.
+        """
+        arn = (job.get("container") or {}).get("containerInstanceArn") or ""
+        if not arn.startswith("arn:") or "/" not in arn:
+            return None  # not placed yet (or a stand-in that does not place jobs)
+        cluster = arn.split("/")[1] if arn.count("/") >= 2 else ""
+        if self._clusters is None:
+            self._clusters = {}
+            try:
+                for env in self._client.describe_compute_environments()["computeEnvironments"]:
+                    kind = (env.get("computeResources") or {}).get("type", "")
+                    name = str(env.get("ecsClusterArn", "")).rsplit("/", 1)[-1]
+                    if name:
+                        self._clusters[name] = "spot" if kind in ("SPOT", "FARGATE_SPOT") else "on-demand"
+            except botocore.exceptions.ClientError:
+                pass  # not allowed to describe: keep the queue's capacity
+        return self._clusters.get(cluster)
 
     def _should_fall_back(self, shard: _Shard, now: float) -> bool:
         return (
@@ -835,7 +883,7 @@ def run_stage_on_batch(context: Any, *, profile: Any, extras: Mapping[str, Any],
     if not bucket and output.is_s3:
         bucket = output_root[5:].split("/", 1)[0]
     if client is None:
-        quick = LocalBatchRunner.from_env(aws_client("batch", region=profile.storage.region)) is not None
+        quick = os.environ.get(RUNNER_ENV, "").strip().lower() == "local"
         # Jobs run on this machine with the local runner: poll like a local subprocess, not like AWS.
         speed = dict(poll_interval=0.5, max_poll_interval=5.0, message_interval=1.0) if quick else {}
         client = PipesBatchClient.from_profile(profile, bucket=bucket, **speed)

@@ -80,6 +80,8 @@ class EventSettings:
 class ClusterSettings:
     min_cluster_size: int = 2
     min_samples: int = 1
+    # HDBSCAN has no distance scale: a site wider than this sheds its farthest cameras.
+    max_site_radius_m: float | None = 2000.0
 
 
 @dataclass(frozen=True)

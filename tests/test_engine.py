@@ -28,10 +28,10 @@ def iou(a: tuple, b: tuple) -> float:
 
 @pytest.fixture(scope="module")
 def big_jpegs() -> list[bytes]:
-    """Camera-trap-sized JPEGs (2400x1800) made from the bundled photographs."""
+    """Camera-trap-sized JPEGs (3200x2400) made from the bundled photographs."""
     out = []
     for name in ("bus.jpg", "zidane.jpg"):
-        image = ImageOps.fit(Image.open(ASSETS / name).convert("RGB"), (2400, 1800), Image.BICUBIC)
+        image = ImageOps.fit(Image.open(ASSETS / name).convert("RGB"), (3200, 2400), Image.BICUBIC)
         buffer = io.BytesIO()
         image.save(buffer, "JPEG", quality=90)
         out.append(buffer.getvalue())
@@ -74,14 +74,32 @@ def test_engine_matches_the_straightforward_path(big_jpegs, detector):
     assert stats.full_decodes == 2  # one full decode per image with crops, never two
 
 
+def test_capped_crops_reuse_the_reduced_decode(big_jpegs, detector):
+    results, on_result = _collect()
+    stats = run_detection([(i, data) for i, data in enumerate(big_jpegs)], detector, crop_min_conf=0.3,
+                          on_result=on_result, crop_max_side=400)
+    assert stats.full_decodes == 0 and stats.reduced_decodes == 2  # the detector's decode served the crops
+    for index, data in enumerate(big_jpegs):
+        found, crops = results[index]
+        full = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        assert crops
+        for i, crop_data in crops.items():
+            expected = crop_detection(full, found[i].bbox, max_side=400).shape[:2]
+            height, width = np.asarray(Image.open(io.BytesIO(crop_data))).shape[:2]
+            assert max(width, height) <= 400 and abs(width - expected[1]) <= 2 and abs(height - expected[0]) <= 2
+            # Same picture as cutting the full decode and downscaling it.
+            reference = np.asarray(Image.fromarray(crop_detection(full, found[i].bbox)).resize((width, height)), dtype=float)
+            assert np.abs(np.asarray(Image.open(io.BytesIO(crop_data)), dtype=float) - reference).mean() < 8
+
+
 def test_reduced_decode_is_used_for_big_jpegs_only(big_jpegs, detector):
     decoded = decode_for_detection(big_jpegs[0], detector)
-    assert decoded.reduced and decoded.full is None and decoded.size == (2400, 1800)
+    assert decoded.reduced and decoded.size == (3200, 2400) and decoded.image.size == (1600, 1200)
     assert decoded.canvas.shape == (416, 416, 3)
     small = io.BytesIO()
     Image.open(io.BytesIO(big_jpegs[0])).resize((600, 450)).save(small, "JPEG")
     decoded = decode_for_detection(small.getvalue(), detector)
-    assert not decoded.reduced and decoded.full is not None  # kept for the crops: no second decode
+    assert not decoded.reduced and decoded.image.size == (600, 450)  # kept for the crops: no second decode
 
 
 def test_sources_failures_and_empty_images(big_jpegs, detector, tmp_path):

@@ -12,7 +12,6 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
-import yaml
 
 from odin_support import REGION, client, moto_endpoint, moto_reset  # noqa: F401
 from resources import infra

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import _thread
 import os
-import sys
 import threading
 import time
 from collections import Counter
@@ -22,7 +21,6 @@ from dagster import asset, materialize
 
 from odin_support import JOB_DEFINITION, ONDEMAND_QUEUE, SPOT_QUEUE, client, make_batch, moto_batch_without_docker, moto_endpoint, moto_reset  # noqa: F401
 from resources.batch_pipes import (
-    BatchJobFailed,
     LocalBatchRunner,
     PipesBatchClient,
     evaluate_on_exit,
@@ -136,6 +134,9 @@ def test_shards_submitted_polled_and_round_trip_through_s3(batch, tmp_path):
     assert mat.metadata["batch_console_url"].value.startswith("https://eu-north-1.console.aws.amazon.com/batch/")
     assert sorted(m["shard"] for inv in run.invocations for m in inv.get_custom_messages()) == [0, 1, 2]
     assert Counter(ledger.read_text().split()) == Counter(keys)
+    # The Pipes exchange stays under pipes/, where the bucket's lifecycle rule expires it.
+    exchanged = [o["Key"] for o in client("s3").list_objects_v2(Bucket=BUCKET)["Contents"]]
+    assert exchanged and all(k.startswith("pipes/messages/") for k in exchanged)
     # The Batch API saw each shard with the Pipes bootstrap in its environment and the Dagster tags.
     described = client("batch").describe_jobs(jobs=[j.job_id for j in run.jobs])["jobs"]
     assert {d["jobName"] for d in described} == {f"odins-ravne-detect-cam01-s000{i}" for i in range(3)}
@@ -258,4 +259,28 @@ def test_runner_env_switch_is_validated(monkeypatch):
     assert isinstance(LocalBatchRunner.from_env(object()), LocalBatchRunner)
     monkeypatch.delenv("ODINS_RAVNE_BATCH_RUNNER")
     assert LocalBatchRunner.from_env(object()) is None
-    assert sys.executable  # the local runner swaps the image's "python" for this interpreter
+
+
+def test_capacity_comes_from_the_compute_environment_the_job_landed_in():
+    # moto does not place jobs on container instances. Simulated: describe_compute_environments and
+    # a job's containerInstanceArn in the shapes AWS returns them.
+    class PlacedBatch:
+        meta = type("meta", (), {"region_name": "eu-north-1"})()
+
+        def describe_compute_environments(self):
+            return {"computeEnvironments": [
+                {"computeResources": {"type": "SPOT"}, "ecsClusterArn": "arn:aws:ecs:eu-north-1:1:cluster/Spot_Batch_1a2b"},
+                {"computeResources": {"type": "EC2"}, "ecsClusterArn": "arn:aws:ecs:eu-north-1:1:cluster/OnDemand_Batch_3c4d"},
+            ]}
+
+    pipes = PipesBatchClient(bucket=BUCKET, client=PlacedBatch(), s3_client=object(), runner=LocalBatchRunner(object()))
+    on_demand = {"container": {"containerInstanceArn": "arn:aws:ecs:eu-north-1:1:container-instance/OnDemand_Batch_3c4d/9f8e"}}
+    spot = {"container": {"containerInstanceArn": "arn:aws:ecs:eu-north-1:1:container-instance/Spot_Batch_1a2b/7d6c"}}
+    assert pipes._capacity_of(on_demand) == "on-demand"  # spot queue, but spot was at its vCPU limit
+    assert pipes._capacity_of(spot) == "spot"
+    assert pipes._capacity_of({"container": {}}) is None
+
+
+def test_missing_queue_is_a_clear_error(batch, tmp_path):
+    outcome, result = run_asset(make_client(), params(jobQueue="no-such-queue"), [{}], {"out": str(tmp_path), "camera_id": "c", "ledger": str(tmp_path / "l")})
+    assert not result.success and "Batch refused job" in outcome["error"] and "odins-ravne infra deploy" in outcome["error"]

@@ -236,7 +236,7 @@ def export_camtrap_dp(
         obs_rows.append({
             "observationID": obs_id, "deploymentID": dep["deployment_id"], "mediaID": mid,
             "eventID": event_index.get((d["camera_id"], d["category"], label.get("species") or d["label"]),
-                                       _Nothing()).find(d["timestamp"]),
+                                       _Spans([])).find(d["timestamp"]),
             "eventStart": when, "eventEnd": when, "observationLevel": "media",
             "observationType": OBSERVATION_TYPES.get(d["category"], "unknown"),
             "scientificName": label.get("scientific_name") or ("Homo sapiens" if d["category"] == "person" else ""),
@@ -273,11 +273,6 @@ def export_camtrap_dp(
     path = dest / "datapackage.json"
     path.write_text(json.dumps(descriptor, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return CamtrapExport(path, counts, dict(sorted(skipped.items())), sorted(hidden & set(deps_by_camera)))
-
-
-class _Nothing:
-    def find(self, _when: Any) -> str:
-        return ""
 
 
 @dataclass
