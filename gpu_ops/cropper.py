@@ -46,7 +46,8 @@ def fit_within(image: Image.Image, max_side: int | None) -> Image.Image:
         return image
     scale = max_side / max(image.size)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
+    # Area averaging: the right filter for shrinking, and half the time of bicubic on big crops.
+    return image.resize(size, Image.Resampling.BOX)
 
 
 def crop_detection(image: np.ndarray, bbox: Sequence[float], pad_fraction: float = 0.1, min_side: int = 32,

@@ -5,11 +5,11 @@ What it does differently from a plain loop (open, detect, crop, one image at a t
 * **Decoding overlaps inference.** ``decode_workers`` threads read and decode images while the
   calling thread runs the model on the previous batch. Pillow, OpenCV, ONNX Runtime and torch all
   release the GIL for their heavy work, so threads are enough and nothing is pickled.
-* **Reduced-size decoding.** A JPEG is decoded with Pillow's draft mode straight to the smallest
-  1/2, 1/4 or 1/8 scale that is still ``DRAFT_MARGIN`` (3) times the model's input size, then
-  area-resized: a 4000x3000 photo becomes 2000x1500 for a 416 or 640 model, at about a third of the
-  cost of a full decode (libjpeg skips most of the IDCT and colour work). Boxes are normalized, so
-  they are the same on the reduced and on the full image.
+* **Reduced-size decoding.** A JPEG is decoded with Pillow's draft mode straight to 1/2, 1/4 or
+  1/8 scale: the same power-of-two reduction that ``detector.letterbox`` applies to a full image
+  first (``reduction_factor``), so both paths reach nearly the same pixels. A 4000x3000 photo for a
+  416 model decodes at 500x375, several times cheaper than a full decode (libjpeg skips most of the
+  IDCT and colour work). Boxes are normalized, so they are the same on the reduced and full image.
 * **Letterboxing on arrays, batched inference**, with the detector's own out-of-memory halving.
 * **Crops without decoding twice where it can be avoided.** The file is read once and its bytes
   held. Crop windows are computed on the full image, exactly as ``cropper.crop_detection`` does.
@@ -26,8 +26,9 @@ Items are ``(key, source)`` pairs. ``source`` is a path (``str`` / ``os.PathLike
 bytes, a ``PIL.Image.Image``, or a zero-argument callable returning one of those (called in a worker
 thread, so a slow read from S3 overlaps too). ``on_result(key, detections, crops)`` is called once
 per item from the calling thread, in completion order: ``crops`` maps a detection's index in
-``detections`` to its JPEG bytes. A failed item is reported as ``on_result(key, exception, {})`` and
-the run goes on; an exception raised by ``on_result`` itself stops the run.
+``detections`` to its JPEG bytes. A failed item (unreadable, undecodable, refused by the model) is
+reported as ``on_result(key, [], exception)`` and the run goes on; an exception raised by
+``on_result`` itself stops the run.
 """
 
 from __future__ import annotations
@@ -47,18 +48,13 @@ import numpy as np
 from PIL import Image
 
 from gpu_ops.cropper import crop_box, encode_jpeg, fit_within
-from gpu_ops.detector import Detection, Detector, Letterbox
+from gpu_ops.detector import Detection, Detector, Letterbox, reduction_factor
 
 log = logging.getLogger("gpu_ops")
 
 Source = Union[str, "os.PathLike[str]", bytes, Image.Image]
 Item = tuple[Hashable, Union[Source, Callable[[], Source]]]
-# A reduced decode must stay at least this many times the model's input size, then area-resize.
-# YOLOv3-tiny's confidences move with small pixel differences; measured on the bench sets at 416
-# against a full decode: margin 1 matched 24 of 63 boxes (conf off by up to 0.55), margin 2 53/63,
-# margin 3 62/63 (worst conf delta 0.0201, IoU >= 0.98). A 4000x3000 JPEG still decodes at 1/2.
-DRAFT_MARGIN = 3
-OnResult = Callable[[Hashable, Union[list[Detection], BaseException], dict[int, bytes]], None]
+OnResult = Callable[[Hashable, list[Detection], Union[dict[int, bytes], BaseException]], None]
 
 
 @dataclass
@@ -139,7 +135,8 @@ def decode_for_detection(source: Union[Source, Callable[[], Source]], detector: 
         data = value
         image = Image.open(io.BytesIO(data))
         size = image.size
-        _draft(image, DRAFT_MARGIN * detector.image_size / max(size))
+        # The same power-of-two reduction letterbox() applies to a full decode: same model input.
+        _draft(image, 1 / reduction_factor(*size, detector.image_size))
         image = _rgb(image)
         image.load()
     canvas, box = detector.prepare(np.asarray(image))
@@ -230,10 +227,11 @@ def run_detection(
         if isinstance(outcome, BaseException):
             stats.failed += 1
             log.warning("stage 1 failed for %r: %s", key, outcome)
-        else:
-            stats.images += 1
-            stats.detections += len(outcome)
-            stats.crops += len(crops)
+            on_result(key, [], outcome)
+            return
+        stats.images += 1
+        stats.detections += len(outcome)
+        stats.crops += len(crops)
         on_result(key, outcome, crops)
 
     def drain_crops(block: bool) -> None:
@@ -247,15 +245,20 @@ def run_detection(
                 report(key, detections, crops)
 
     with ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="stage1-decode") as pool:
+
+        def refill() -> None:
+            nonlocal exhausted
+            while not exhausted and len(pending) < prefetch:
+                try:
+                    key, source = next(source_iter)
+                except StopIteration:
+                    exhausted = True
+                    return
+                pending.append((key, pool.submit(decode_for_detection, source, detector, counters)))
+
         try:
             while True:
-                while not exhausted and len(pending) < prefetch:
-                    try:
-                        key, source = next(source_iter)
-                    except StopIteration:
-                        exhausted = True
-                        break
-                    pending.append((key, pool.submit(decode_for_detection, source, detector, counters)))
+                refill()
                 if not pending:
                     break
                 batch: list[tuple[Hashable, _Decoded]] = []
@@ -263,26 +266,20 @@ def run_detection(
                     key, future = pending.popleft()
                     try:
                         batch.append((key, future.result()))
-                    except Exception as exc:  # noqa: BLE001
+                    except Exception as exc:  # noqa: BLE001 - a bad file fails its item, not the run
                         report(key, exc, {})
-                    # Keep the workers fed while this batch fills.
-                    while not exhausted and len(pending) < prefetch:
-                        try:
-                            next_key, source = next(source_iter)
-                        except StopIteration:
-                            exhausted = True
-                            break
-                        pending.append((next_key, pool.submit(decode_for_detection, source, detector, counters)))
-                if batch:
-                    for (key, decoded), outcome in zip(batch, _infer(detector, batch, stats)):
-                        if isinstance(outcome, BaseException):
-                            report(key, outcome, {})
-                            continue
-                        future = pool.submit(
-                            cut_crops, decoded, outcome, crop_min_conf, pad_fraction=crop_pad_fraction,
-                            min_side=crop_min_side, max_side=crop_max_side, quality=crop_quality, counters=counters,
-                        )
-                        cropping.append((key, outcome, future))
+                    refill()  # keep the workers fed while this batch fills
+                if not batch:
+                    continue
+                for (key, decoded), outcome in zip(batch, _infer(detector, batch, stats)):
+                    if isinstance(outcome, BaseException) or not any(d.conf >= crop_min_conf for d in outcome):
+                        report(key, outcome, {})  # nothing to crop: done now, its pixels freed
+                        continue
+                    future = pool.submit(
+                        cut_crops, decoded, outcome, crop_min_conf, pad_fraction=crop_pad_fraction,
+                        min_side=crop_min_side, max_side=crop_max_side, quality=crop_quality, counters=counters,
+                    )
+                    cropping.append((key, outcome, future))
                 drain_crops(block=False)
             drain_crops(block=True)
         except BaseException:

@@ -12,8 +12,8 @@ Stage 1 calls :func:`detect_burst` once per burst, after the detector has run on
 - ``detector``: the loaded detector (``gpu_ops.detector.load_detector``), used again on crops.
 - ``config``: :class:`BurstConfig`.
 - Returns, per frame, a list of :class:`FusedDetection` (the fields of ``Detection`` plus ``source``):
-  every detector box, unchanged except that ``source`` is ``detector+motion`` where a motion proposal
-  agrees with it, followed by the boxes that only motion found, ``source="motion"``.
+  every detector box (``source="detector"``, or ``detector+motion`` where a motion proposal agrees
+  with it), followed by the boxes that only motion found, ``source="motion"``.
 
 How a proposal that no detector box explains becomes a detection:
 
@@ -30,21 +30,29 @@ How a proposal that no detector box explains becomes a detection:
    ``track_min_travel`` of its box size. A walking animal does; a waving branch stays where it is.
    Consistent proposals without a verification are kept as category ``animal``, label ``motion``.
 
-Confidence, so that ``min_confidence`` keeps its meaning: a verified proposal carries the detector's
-own score on the crop, or of the detector box that explains its track (the same scale as every
-detector box); consistency alone carries the fixed
-``track_conf``, a prior set below the precision measured for consistency-only boxes on the
-constructed sets (see ``python -m gpu_ops.evaluate``, which reports precision per source so it can be
-checked on a user's own labelled bursts). With both, the two are combined as independent evidence:
-``1 - (1 - verify) * (1 - track_conf)``. Detector boxes keep their confidence: agreement with motion
-changes their ``source``, never their score. Proposals with neither support are dropped.
+Confidence, so that ``min_confidence`` keeps its meaning. Scores stay on the detector's scale, and
+two independent witnesses are combined as ``1 - (1 - a) * (1 - b)``:
+
+- a verified proposal: the detector's own score on the crop, or of the detector box that explains
+  its track;
+- consistency alone: ``track_conf`` (0.3), a prior deliberately below the precision measured for
+  such boxes (0.9 and more on the constructed and semi-real sets; ``python -m gpu_ops.evaluate``
+  prints precision per source, to check it on one's own labelled bursts). At the default events
+  threshold (0.3) they count; at any stricter threshold they need a verification too;
+- verified and consistent: the two combined;
+- a detector box keeps its score, unless a consistent track agrees with it closely (IoU >=
+  ``explain_iou``): then it is combined with ``track_conf`` like a verified proposal. Only the best
+  such box per proposal is raised, so the detector's duplicate boxes stay where they were; a box
+  motion does not see (an animal standing still) is untouched.
+
+Proposals with neither a verification nor a consistent track are dropped.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -83,7 +91,7 @@ class BurstConfig:
     max_gap_s: float = 3.0  # frames further apart start a new burst (gpu_ops.bursts)
     max_frames: int = 30  # longest burst; a time-lapse run is cut into bursts of this size
     explain_iou: float = 0.3  # a detector box with this IoU explains a proposal...
-    explain_cover: float = 0.6  # ...or covering this much of the smaller of the two
+    explain_cover: float = 0.6  # ...or covering this much of the smaller, at most 4 times its area
     verify: bool = True  # run the detector on crops of unexplained proposals
     verify_conf: float = 0.1  # lowest crop detection score that verifies a proposal
     verify_expand: float = 0.75  # crop side = box's longer side * (1 + 2 * this)
@@ -100,7 +108,7 @@ class BurstConfig:
         """From a profile's ``bursts:`` mapping; unknown or mistyped keys are errors."""
         values = dict(values or {})
         motion = MotionConfig.from_mapping(values.pop("motion", None))
-        config = config_from_mapping(cls, {k: v for k, v in values.items()}, "bursts")
+        config = config_from_mapping(cls, values, "bursts")
         return replace(config, motion=motion)
 
     def applies_to(self, n_frames: int) -> bool:
@@ -128,10 +136,16 @@ def _intersection(a: Box, b: Box) -> float:
     return max(0.0, ix) * max(0.0, iy)
 
 
-def _agree(a: Box, b: Box, min_iou: float, min_cover: float) -> bool:
+def _agree(a: Box, b: Box, min_iou: float, min_cover: float, max_area_ratio: float = 4.0) -> bool:
+    """Two boxes show the same thing: they overlap enough, or one mostly covers the other and they
+    are of a size. The size condition matters: a large animal's box must not swallow the small
+    one walking in front of it."""
     inter = _intersection(a, b)
-    smaller = min(a[2] * a[3], b[2] * b[3])
-    return iou(a, b) >= min_iou or (smaller > 0 and inter / smaller >= min_cover)
+    area_a, area_b = a[2] * a[3], b[2] * b[3]
+    smaller, larger = min(area_a, area_b), max(area_a, area_b)
+    if iou(a, b) >= min_iou:
+        return True
+    return smaller > 0 and inter / smaller >= min_cover and larger / smaller <= max_area_ratio
 
 
 def detect_burst(frames: list[np.ndarray], detections: list[list[_DetectionLike]], detector: _DetectorLike,
@@ -156,21 +170,41 @@ def fuse_burst(frames: list[np.ndarray], detections: list[list[_DetectionLike]],
 
     unexplained: list[Proposal] = []
     supported: dict[int, tuple[str, str, float]] = {}  # id(proposal) -> the detection that explains it
+    explains: dict[int, tuple[int, list[int]]] = {}  # id(proposal) -> (frame, detections it agrees with)
     for t, proposals in enumerate(motion.proposals):
         for p in proposals:
             hits = [j for j, d in enumerate(fused[t]) if _agree(p.bbox, d.bbox, config.explain_iou, config.explain_cover)]
-            for j in hits:
-                if fused[t][j].source == "detector":
-                    fused[t][j] = replace(fused[t][j], source="detector+motion")
             if hits:
                 best = max((fused[t][j] for j in hits), key=lambda d: d.conf)
                 supported[id(p)] = (best.category, best.label, best.conf)
+                explains[id(p)] = (t, hits)
             else:
                 unexplained.append(p)
 
     tracks = link_tracks(motion.proposals)
     track_of = {id(p): k for k, track in enumerate(tracks) for p in track}
     consistent = {k for k, track in enumerate(tracks) if _consistent(track, config)}
+
+    # Detector boxes that motion agrees with: source detector+motion; a consistent track is
+    # independent evidence and raises the score as it does for motion boxes (a zebra at 0.14 that
+    # walks across the burst is more likely a zebra than one at 0.14 in a single photograph).
+    # Only one box per proposal is raised, the best that matches it closely: one moving thing is one
+    # animal, and the detector's duplicate or loose boxes around it must not all gain from it.
+    raised: set[tuple[int, int]] = set()
+    for pid, (t, hits) in explains.items():
+        for j in hits:
+            if fused[t][j].source == "detector":
+                fused[t][j] = replace(fused[t][j], source="detector+motion")
+        if track_of[pid] not in consistent:
+            continue
+        proposal_box = next(p.bbox for p in motion.proposals[t] if id(p) == pid)
+        close = [j for j in hits if (t, j) not in raised and iou(proposal_box, fused[t][j].bbox) >= config.explain_iou]
+        if close:
+            j = max(close, key=lambda k: fused[t][k].conf)
+            det = fused[t][j]
+            conf = round(min(1.0 - (1.0 - det.conf) * (1.0 - config.track_conf), 0.99), 4)
+            fused[t][j] = replace(det, conf=max(conf, det.conf))
+            raised.add((t, j))
 
     # A track the detector already found in one of its frames needs no crop: the detection is the
     # verification (the detector that sees the heron in 1 frame of 10 names it in all of them).

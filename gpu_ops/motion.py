@@ -44,7 +44,7 @@ from scipy import ndimage
 
 @dataclass(frozen=True)
 class MotionConfig:
-    work_width: int = 320  # working resolution (pixels wide); costs grow with its square
+    work_width: int = 256  # working resolution (pixels wide); costs grow with its square
     blur_sigma: float = 1.0  # pre-smoothing of the frames, working pixels: sensor noise down
     threshold_k: float = 4.5  # changed where the difference exceeds k noise sigmas...
     min_threshold: float = 10.0  # ...and at least this many grey levels (of 255)
@@ -116,12 +116,10 @@ def to_gray(frame: np.ndarray, width: int) -> np.ndarray:
         raise ValueError(f"frames must be uint8 images (as media.load_image returns), got {frame.dtype}")
     h, w = frame.shape[:2]
     img = Image.fromarray(frame)
-    factor = w // width
-    if factor >= 2:
-        img = img.reduce(factor)  # integer box reduction first: far cheaper on a full-size frame
-    img = img.convert("L") if img.mode != "L" else img
-    if img.width > width:
+    if w > width:
+        # Area averaging first, colour to grey after: the conversion then runs on few pixels.
         img = img.resize((width, max(1, round(h * width / w))), Image.Resampling.BOX)
+    img = img.convert("L") if img.mode != "L" else img
     return np.asarray(img, dtype=np.float32)
 
 
@@ -162,8 +160,17 @@ def _phase_shifts(ref_f: np.ndarray, img: np.ndarray, window: np.ndarray, count:
     spec = ref_f * np.conj(np.fft.rfft2(_highpass(img) * window))
     spec /= np.abs(spec) + 1e-9
     corr = np.fft.irfft2(spec, s=img.shape)
-    peaks = np.flatnonzero((ndimage.maximum_filter(corr, size=5, mode="wrap") == corr).ravel())
-    peaks = peaks[np.argsort(corr.ravel()[peaks])[::-1][:count]]
+    # The strongest few peaks, at least 3 pixels apart (a peak's shoulders are not other peaks).
+    flat_corr = corr.ravel()
+    top = np.argpartition(flat_corr, -64)[-64:]
+    peaks: list[int] = []
+    width = corr.shape[1]
+    for index in top[np.argsort(flat_corr[top])[::-1]]:
+        y, x = divmod(int(index), width)
+        if all(abs(y - py) >= 3 or abs(x - px) >= 3 for py, px in (divmod(q, width) for q in peaks)):
+            peaks.append(int(index))
+            if len(peaks) == count:
+                break
     out = []
     for flat_index in peaks:
         peak = np.unravel_index(int(flat_index), corr.shape)
@@ -178,6 +185,10 @@ def _phase_shifts(ref_f: np.ndarray, img: np.ndarray, window: np.ndarray, count:
             shift.append(value - n if value > n / 2 else value)
         out.append((float(shift[0]), float(shift[1])))
     return out
+
+
+def _grown(mask: np.ndarray) -> np.ndarray:
+    return ndimage.binary_dilation(mask, iterations=2) if mask.any() else mask
 
 
 def _standardized(img: np.ndarray, where: np.ndarray) -> np.ndarray:
@@ -218,7 +229,7 @@ def _affine_to(ref: np.ndarray, img: np.ndarray, valid: np.ndarray, step: int = 
     return float(a), float(b)
 
 
-def _quadratic_field(residual: np.ndarray, valid: np.ndarray, step: int = 4) -> np.ndarray:
+def _quadratic_field(residual: np.ndarray, valid: np.ndarray, step: int = 6) -> np.ndarray:
     """A robust quadratic surface through a residual: a light ramp, a flash falling off towards
     the corners. Fitted on every ``step``-th pixel, twice, the second time without the pixels the
     first fit left far off (an animal, a leaf)."""
@@ -232,7 +243,9 @@ def _quadratic_field(residual: np.ndarray, valid: np.ndarray, step: int = 4) -> 
     design = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=1)
     inliers = np.ones(r.size, bool)
     for _ in range(2):
-        coef, *_ = np.linalg.lstsq(design[inliers], r[inliers], rcond=None)
+        used = design[inliers]
+        # Normal equations: six unknowns, so a 6x6 solve instead of a least-squares factorization.
+        coef = np.linalg.solve(used.T @ used + 1e-6 * np.eye(6), used.T @ r[inliers])
         off = np.abs(r - design @ coef)
         inliers = off <= max(3.0 * 1.4826 * float(np.median(off)), 1e-3)
     gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -358,12 +371,14 @@ def propose(frames: list[np.ndarray], config: MotionConfig | None = None) -> Mot
         best = (0.0, 0.0)
         if i != ref_index:
             # The median error, so that the animal (which moved by itself) does not decide it.
-            best_error = float(np.median(np.abs(smooth[i] - smooth[ref_index])[scene]))
+            # Every second pixel is enough to judge: the images are smooth.
+            judge = scene[::2, ::2]
+            best_error = float(np.median(np.abs(smooth[i] - smooth[ref_index])[::2, ::2][judge]))
             for dy, dx in _phase_shifts(ref_f, flat[i], window):
                 if max(abs(dy), abs(dx)) < 0.5 or max(abs(dy), abs(dx)) > max_shift:
                     continue
                 moved = ndimage.shift(smooth[i], (dy, dx), order=1, mode="nearest")
-                error = float(np.median(np.abs(moved - smooth[ref_index])[scene]))
+                error = float(np.median(np.abs(moved - smooth[ref_index])[::2, ::2][judge]))
                 if error < 0.97 * best_error:
                     best, best_error = (dy, dx), error
         if best != (0.0, 0.0):
@@ -377,8 +392,8 @@ def propose(frames: list[np.ndarray], config: MotionConfig | None = None) -> Mot
     # one frame, and after normalization that corner looks brighter (darker) than the background
     # although nothing moved. So a pixel black in a frame may not count as brighter there, and a
     # saturated one not as darker; a black animal on grey ground still counts as darker.
-    black = np.stack([ndimage.binary_dilation(f <= 2.0, iterations=2) for f in stack])
-    white = np.stack([ndimage.binary_dilation(f >= 253.0, iterations=2) for f in stack])
+    black = np.stack([_grown(f <= 2.0) for f in stack])
+    white = np.stack([_grown(f >= 253.0) for f in stack])
     common = scene & valid.all(axis=0)
     fit_mask = common & ~(black | white).any(axis=0)  # pixels that follow a frame's exposure
 

@@ -188,6 +188,98 @@ def query_command(sql: str, output_root: str) -> int:
     return 0
 
 
+def _output_tables(output) -> dict:
+    from gpu_ops import schemas
+    from odins_ravne_assets.hugin.deployments import DEPLOYMENTS
+
+    wanted = {**schemas.TABLES, "deployments": DEPLOYMENTS}
+    tables = {}
+    for name, schema in wanted.items():
+        table = output.read_parquet(name)
+        tables[name] = table if table is not None else schema.empty_table()
+    if tables["media"].num_rows == 0:
+        raise FileNotFoundError(f"no results under {output.root}: run `odins-ravne process INPUT --out {output.root}` first")
+    return tables
+
+
+def export_command(kind: str, output_root: str, dest: str, *, camera_id: str | None = None, profile: str | None = None) -> int:
+    """Write a Camtrap DP package or a MegaDetector batch output file from what `process` wrote."""
+    from odins_ravne_assets.hugin.deployments import apply_clock_offsets
+    from odins_ravne_assets.hugin.exports import export_camtrap_dp, export_megadetector, validate_camtrap_dp
+    from resources.profiles import load_profile
+    from resources.storage import Storage
+
+    settings = load_profile(profile)
+    try:
+        t = _output_tables(Storage(output_root, endpoint_url=settings.storage.endpoint_url))
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if kind == "megadetector":
+        doc = export_megadetector(dest, media=t["media"], detections=t["detections"], species_labels=t["species_labels"], camera_id=camera_id)
+        print(f"wrote {dest}: {len(doc['images'])} media (MegaDetector batch output, format {doc['info'].get('format_version')})")
+        return 0
+    from gpu_ops import schemas
+
+    media = apply_clock_offsets(t["media"], t["deployments"]).select(schemas.MEDIA.names)
+    detections = apply_clock_offsets(t["detections"], t["deployments"]).select(schemas.DETECTIONS.names)
+    result = export_camtrap_dp(
+        dest, media=media, detections=detections, species_labels=t["species_labels"], events=t["events"],
+        deployments=t["deployments"], clusters=t["clusters"], sensitive_species=settings.pipeline.sensitive_species,
+    )
+    for camera, why in sorted(result.skipped_cameras.items()):
+        print(f"camera {camera} is not in the package: {why}", file=sys.stderr)
+    problems = validate_camtrap_dp(result.datapackage)
+    for problem in problems:
+        print(f"invalid: {problem}", file=sys.stderr)
+    print(f"wrote {result.datapackage} ({'valid' if not problems else f'{len(problems)} validation errors'} Camtrap DP 1.0)")
+    return 1 if problems else 0
+
+
+def import_command(json_path: str, input_root: str, output_root: str, camera_id: str, *, profile: str | None = None) -> int:
+    """Join a MegaDetector batch output file at Stage 2: its media are not detected again."""
+    from odins_ravne_assets.munin.imports import import_megadetector
+    from odins_ravne_assets.partitions import InvalidCameraId, validate_camera_id
+    from resources.profiles import load_profile
+    from resources.storage import Storage
+
+    try:
+        validate_camera_id(camera_id)
+    except InvalidCameraId as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    os.environ["ODINS_RAVNE_INPUT"], os.environ["ODINS_RAVNE_OUTPUT"] = str(input_root), str(output_root)
+    if profile:
+        os.environ["ODINS_RAVNE_PROFILE"] = profile
+    settings = load_profile(profile)
+    ensure_dagster_home()
+    from dagster import AssetKey, DagsterInstance
+
+    from odins_ravne_assets.definitions import defs
+
+    instance = DagsterInstance.get()
+    if camera_id not in instance.get_dynamic_partitions("cameras"):
+        instance.add_dynamic_partitions("cameras", [camera_id])
+    manifest_run = defs.resolve_job_def("camera_job").execute_in_process(
+        partition_key=camera_id, instance=instance, asset_selection=[AssetKey("raw_images")], raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+    )
+    if not manifest_run.success:
+        print(f"error: could not build the media manifest of camera {camera_id}; see the Dagster UI", file=sys.stderr)
+        return 1
+    output = Storage(output_root, endpoint_url=settings.storage.endpoint_url)
+    try:
+        done = import_megadetector(output, camera_id, json_path, settings)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"imported {done['detections']} detections of {done['media']} media from {json_path}")
+    if done["not_in_camera"]:
+        print(f"warning: {len(done['not_in_camera'])} files of the JSON are not in camera {camera_id} "
+              f"(e.g. {done['not_in_camera'][0]!r}): ignored", file=sys.stderr)
+    return process(input_root, output_root, camera_ids=[camera_id], profile=profile)
+
+
 def demo(sample_dir: str, output_root: str) -> int:
     from odins_ravne_assets.sample_data import build_sample_data
     from gpu_ops.weights import fetch_default_weights
@@ -221,11 +313,30 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--samples", default="sample_data")
     d.add_argument("--out", default="demo_output")
 
+    e = sub.add_parser("export", help="standard exports of what process wrote")
+    e.add_argument("format", choices=["camtrap-dp", "megadetector"])
+    e.add_argument("dest", help="a folder for camtrap-dp, a .json file for megadetector")
+    e.add_argument("--out", required=True, help="what process wrote (OUTPUT)")
+    e.add_argument("--camera", help="megadetector: one camera's file, paths relative to its folder")
+    e.add_argument("--profile")
+
+    i = sub.add_parser("import", help="join results computed elsewhere (MegaDetector batch output) at Stage 2")
+    i.add_argument("format", choices=["megadetector"])
+    i.add_argument("json", help="the MegaDetector batch output file of one camera")
+    i.add_argument("input", help="the folder holding the camera folders")
+    i.add_argument("--camera", required=True, help="the camera the file belongs to (paths relative to its folder)")
+    i.add_argument("--out", required=True)
+    i.add_argument("--profile")
+
     args = parser.parse_args(argv)
     if args.command == "process":
         return process(args.input, args.out, camera_ids=args.cameras, profile=args.profile, quiet=args.quiet)
     if args.command == "query":
         return query_command(args.sql, args.out)
+    if args.command == "export":
+        return export_command(args.format, args.out, args.dest, camera_id=args.camera, profile=args.profile)
+    if args.command == "import":
+        return import_command(args.json, args.input, args.out, args.camera, profile=args.profile)
     if args.command == "demo":
         return demo(args.samples, args.out)
     parser.error(f"unknown command {args.command}")

@@ -6,10 +6,12 @@ Batch jobs in the cloud profiles). Tables are written under the output root, Hiv
 """
 
 
+import io
 from collections import Counter
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from PIL import Image
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -144,7 +146,7 @@ def crops(context: AssetExecutionContext, pipeline: PipelineResource) -> Materia
     camera_id = _camera(context)
     _, table, _ = detections_table(pipeline.output, camera_id, pipeline.settings)
     output = pipeline.output
-    recut = _recut_missing_crops(camera_id, table, output, pipeline.camera_input(camera_id), pipeline.settings)
+    table, recut = _recut_missing_crops(camera_id, table, output, pipeline.camera_input(camera_id), pipeline.settings)
     if recut:
         context.log.warning(f"camera {camera_id}: {recut} crop files were missing and were cut again")
     path = output.write_parquet(partition_key("crops", camera_id), table)
@@ -158,25 +160,33 @@ def crops(context: AssetExecutionContext, pipeline: PipelineResource) -> Materia
     )
 
 
-def _recut_missing_crops(camera_id: str, table: pa.Table, output, camera_input, profile) -> int:
-    """Crops are written by Stage 1; a crop file deleted since is cut again from its media."""
-    missing = [row for row in table.to_pylist() if not output.exists(row["crop_path"])]
+def _recut_missing_crops(camera_id: str, table: pa.Table, output, camera_input, profile) -> tuple[pa.Table, int]:
+    """Crops are written by Stage 1; a crop file missing since (deleted, or detections imported from
+    a MegaDetector file) is cut here from its media. Returns the index with sizes filled in."""
+    rows = table.to_pylist()
+    missing = [row for row in rows if not output.exists(row["crop_path"])]
+    for row in rows:
+        if row["width"] is None and row not in missing:  # cut by an earlier run of this asset
+            with Image.open(io.BytesIO(output.read_bytes(row["crop_path"]))) as crop_file:
+                row["width"], row["height"] = crop_file.size
     if not missing:
-        return 0
+        return pa.Table.from_pylist(rows, schema=table.schema), 0
     detections_by_id = {
-        row["detection_id"]: row
-        for row in output.read_parquet(f"detections/camera_id={camera_id}").to_pylist()
+        row["detection_id"]: row for row in output.read_parquet(f"detections/camera_id={camera_id}").to_pylist()
     }
+    recut = 0
     for row in missing:
         det = detections_by_id[row["detection_id"]]
         if row["frame_number"]:
-            continue  # video frames are re-cut by re-running Stage 1, not here
+            continue  # video frames are cut again by re-running Stage 1, not here
         with camera_input.local_copy(row["file_path"]) as path:
             image = load_image(path)
         bbox = (det["bbox_x"], det["bbox_y"], det["bbox_w"], det["bbox_h"])
         crop = crop_detection(image, bbox, pad_fraction=profile.pipeline.crops.pad_fraction)
         output.write_bytes(row["crop_path"], encode_jpeg(crop, quality=profile.pipeline.crops.jpeg_quality))
-    return len(missing)
+        row["height"], row["width"] = crop.shape[:2]
+        recut += 1
+    return pa.Table.from_pylist(rows, schema=table.schema), recut
 
 
 @asset(

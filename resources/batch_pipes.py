@@ -618,9 +618,11 @@ class PipesBatchClient(PipesClient, TreatAsResourceParam):
                 shard.stack.close()
         failed = [s for s in finished if s.error]
         if failed:
+            not_launched = sum(1 for s in shards if s.record is None)
+            skipped = f" ({not_launched} not launched after the failure)" if not_launched else ""
             raise BatchJobFailed(
-                f"{len(failed)} of {len(shards)} Batch job(s) failed; finished shards keep their results and a "
-                "re-run redoes only the unfinished ones.\n" + "\n".join(s.error for s in failed)
+                f"{len(failed)} of {len(shards)} Batch job(s) failed{skipped}; finished shards keep their results "
+                "and a re-run redoes only the unfinished ones.\n" + "\n".join(s.error for s in failed)
             )
         return BatchRun([s.invocation for s in shards], [s.record for s in shards])
 

@@ -5,7 +5,8 @@ environments scale from zero while jobs run, tear the compute down when done. ``
 data bucket (the template retains it): results outlive the machines that made them.
 
 Parameters come from the profile (instance types, vCPU bounds, spot bid, retry attempts, job size,
-budget), so the stack and the client that submits to it agree. Every call goes through boto3 and
+and the budget), so the stack and the client that submits to it agree. The monthly budget is made through the
+Budgets API (:func:`ensure_budget`) because CloudFormation lacks it in eu-north-1. Every call goes through boto3 and
 honours ``AWS_ENDPOINT_URL``. This module does not import Dagster.
 """
 
@@ -39,7 +40,6 @@ def stack_parameters(
     image_uri: str,
     subnet_ids: Sequence[str],
     security_group_ids: Sequence[str],
-    budget_email: str = "",
     project_name: str = DEFAULT_STACK,
 ) -> dict[str, str]:
     """CloudFormation parameters from a profile plus what only the account knows (image, network)."""
@@ -60,9 +60,46 @@ def stack_parameters(
         "JobMemoryMiB": str(compute.memory),
         "JobGpus": str(compute.gpu_count),
         "RetryAttempts": str(retry_strategy_from_profile(profile)["attempts"]),
-        "MonthlyBudgetUsd": str(int(profile.cost.monthly_budget_usd)),
-        "BudgetEmail": budget_email,
     }
+
+
+def budget_name(project_name: str = DEFAULT_STACK) -> str:
+    return f"{project_name}-monthly"
+
+
+def ensure_budget(budgets: Any, *, account_id: str, name: str, monthly_usd: float, email: str = "") -> str:
+    """Create the monthly cost budget, or set its limit when it exists; returns what was done.
+
+    Through the Budgets API rather than the stack: CloudFormation has no AWS::Budgets::Budget in
+    eu-north-1. Budgets is global, so the client's region does not matter. With ``email``, a new
+    budget tells that address at 80 % of actual and 100 % of forecast spend.
+    """
+    budget = {
+        "BudgetName": name,
+        "BudgetLimit": {"Amount": f"{monthly_usd:.2f}", "Unit": "USD"},
+        "TimeUnit": "MONTHLY",
+        "BudgetType": "COST",
+    }
+    try:
+        budgets.describe_budget(AccountId=account_id, BudgetName=name)
+    except budgets.exceptions.NotFoundException:
+        notifications = []
+        if email:
+            for kind, threshold in (("ACTUAL", 80.0), ("FORECASTED", 100.0)):
+                notifications.append(
+                    {
+                        "Notification": {"NotificationType": kind, "ComparisonOperator": "GREATER_THAN", "Threshold": threshold, "ThresholdType": "PERCENTAGE"},
+                        "Subscribers": [{"SubscriptionType": "EMAIL", "Address": email}],
+                    }
+                )
+        budgets.create_budget(AccountId=account_id, Budget=budget, NotificationsWithSubscribers=notifications)
+        return f"budget {name} created: ${monthly_usd:,.2f} a month" + (f", alerts to {email}" if email else "")
+    try:
+        budgets.update_budget(AccountId=account_id, NewBudget=budget)
+    except botocore.exceptions.ClientError as err:
+        # The stack is up by now; a budget that cannot be changed is worth a warning, not a failed deploy.
+        return f"warning: budget {name} exists but its limit could not be set to ${monthly_usd:,.2f}: {err}"
+    return f"budget {name} set to ${monthly_usd:,.2f} a month"
 
 
 def default_network(ec2: Any) -> tuple[list[str], list[str]]:
@@ -179,8 +216,8 @@ def teardown(
         final = _wait(cfn, stack_name, poll_seconds, timeout_seconds, echo)
         if final is not None and final["StackStatus"] != "DELETE_COMPLETE":
             raise InfraError(f"stack {stack_name} ended {final['StackStatus']}:\n{_failure_events(cfn, stack_name)}")
-    kept = f"; bucket {bucket} is kept with its data (delete it yourself when no longer needed)" if bucket else ""
-    return f"stack {stack_name} deleted{kept}"
+    kept = f"; bucket {bucket} is kept with its data" if bucket else ""
+    return f"stack {stack_name} deleted{kept}; budget {budget_name(stack_name)} stays (delete them yourself when no longer needed)"
 
 
 # -- helpers --------------------------------------------------------------------------------------

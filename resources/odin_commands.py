@@ -52,10 +52,13 @@ def infra_deploy(
             subnet_ids = subnet_ids or default_subnets
             security_group_ids = security_group_ids or default_groups
             echo(f"using the default VPC: subnets {', '.join(subnet_ids)}, security group {', '.join(security_group_ids)}")
-        params = infra.stack_parameters(
-            settings, image_uri=image_uri, subnet_ids=subnet_ids, security_group_ids=security_group_ids, budget_email=budget_email, project_name=stack_name
-        )
+        params = infra.stack_parameters(settings, image_uri=image_uri, subnet_ids=subnet_ids, security_group_ids=security_group_ids, project_name=stack_name)
         outputs = infra.deploy(aws_client("cloudformation", region=region), params, stack_name=stack_name, wait=wait, echo=echo)
+        account = aws_client("sts", region=region).get_caller_identity()["Account"]
+        echo(infra.ensure_budget(
+            aws_client("budgets", region="us-east-1"), account_id=account, name=infra.budget_name(stack_name),
+            monthly_usd=settings.cost.monthly_budget_usd, email=budget_email,
+        ))
     except (infra.InfraError, ProfileError) as err:
         return _err(str(err))
     except botocore.exceptions.NoCredentialsError:

@@ -133,7 +133,7 @@ def test_default_detector_finds_the_people_and_the_bus(ultralytics_assets):
     # 416 is YOLOv3-tiny's training size; at 640 the frame-filling bus scores lower.
     detector = load_detector("default", image_size=416)
     bus, zidane = detector.detect([_rgb(ultralytics_assets / "bus.jpg"), _rgb(ultralytics_assets / "zidane.jpg")])
-    assert detector.backend == "torch" and detector.cold_start_s > 0
+    assert detector.backend == "onnx" and detector.cold_start_s > 0  # auto on the CPU
     assert detector.signature.startswith("yolov3-tiny-coco:dccea06f") and ":416:" in detector.signature
 
     for detection in bus + zidane:
@@ -153,9 +153,11 @@ def test_default_detector_finds_the_people_and_the_bus(ultralytics_assets):
     assert [round(d.conf, 4) for d in alone] == [round(d.conf, 4) for d in bus]
 
 
-def test_onnx_backend_matches_torch(ultralytics_assets):
+def test_torch_and_onnx_backends_agree(ultralytics_assets):
     image = _rgb(ultralytics_assets / "bus.jpg")
-    torch_result = load_detector("default", image_size=416).detect([image])[0]
+    torch_detector = load_detector("default", backend="torch", image_size=416)
+    assert torch_detector.backend == "torch"
+    torch_result = torch_detector.detect([image])[0]
     onnx_detector = load_detector("default", backend="onnx", image_size=416)
     assert onnx_detector.backend == "onnx"
     assert (onnx_detector.weights_dir / "yolov3-tiny-416-uint8nhwc.onnx").is_file()
@@ -177,10 +179,10 @@ def test_tensorrt_falls_back_with_one_log_line(monkeypatch, caplog):
     monkeypatch.setitem(__import__("sys").modules, "tensorrt", None)  # makes `import tensorrt` fail
     with caplog.at_level(logging.INFO, logger="gpu_ops"):
         detector = load_detector("default", backend="tensorrt", device="cpu", image_size=320)
-    assert detector.backend == "torch"
+    assert detector.backend == "onnx"  # what auto picks on a CPU without TensorRT
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1
-    assert "TensorRT backend unavailable" in warnings[0].message and "falling back to the torch backend" in warnings[0].message
+    assert "TensorRT backend unavailable" in warnings[0].message and "falling back to the onnx backend" in warnings[0].message
     assert "import tensorrt" in warnings[0].message
 
 
@@ -337,3 +339,39 @@ def test_crop_detection_and_jpeg():
     data = encode_jpeg(crop_detection(image, (0.4, 0.4, 0.2, 0.2)), quality=85)
     decoded = Image.open(io.BytesIO(data))
     assert decoded.format == "JPEG" and decoded.size == (72, 72)
+
+
+def test_darknet_cfg_errors_name_the_problem(tmp_path):
+    from gpu_ops.darknet import Darknet
+
+    cfg = tmp_path / "bad.cfg"
+    cfg.write_text("[convolutional]\nfilters=16\n")
+    with pytest.raises(ValueError, match="starts with a \\[net\\] section"):
+        Darknet(cfg)
+    cfg.write_text("[net]\nwidth=416\nheight=416\n[crop]\nsize=3\n")
+    with pytest.raises(ValueError, match="\\[crop\\] at line 4 is not supported"):
+        Darknet(cfg)
+    cfg.write_text("[net]\n[convolutional]\nfilters=4\nsize=3\npad=1\nactivation=mish\n")
+    with pytest.raises(ValueError, match="activation 'mish'"):
+        Darknet(cfg)
+
+
+def test_darknet_weights_must_fit_the_cfg(default_weights, tmp_path):
+    from gpu_ops.darknet import load_darknet
+
+    truncated = tmp_path / "short.weights"
+    truncated.write_bytes((default_weights / "yolov3-tiny.weights").read_bytes()[:1_000_000])
+    with pytest.raises(ValueError, match="too short for this cfg"):
+        load_darknet(default_weights / "yolov3-tiny.cfg", truncated)
+
+
+def test_batch_norm_folding_keeps_the_outputs(default_weights):
+    from gpu_ops.darknet import load_darknet
+
+    plain = load_darknet(default_weights / "yolov3-tiny.cfg", default_weights / "yolov3-tiny.weights", fuse=False)
+    fused = load_darknet(default_weights / "yolov3-tiny.cfg", default_weights / "yolov3-tiny.weights")
+    x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        a, b = plain(x), fused(x)
+    assert a.shape == (1, 3 * (8 * 8 + 16 * 16), 85)
+    assert torch.allclose(a[..., 4:], b[..., 4:], atol=1e-3) and torch.allclose(a[..., :4], b[..., :4], atol=0.05)

@@ -92,12 +92,13 @@ def test_a_small_subject_the_detector_misses_is_verified_on_its_crop():
     assert result.verified_crops == 2 == detector.calls - len(frames)
 
 
-def test_detector_boxes_keep_their_score_and_gain_the_motion_source():
+def test_detector_boxes_on_a_walking_track_gain_the_motion_source_and_its_evidence():
     frames, truth = _plain_burst()
-    detections = [[Det("animal", "cat", 0.42, box)] for box in truth]
+    detections = [[Det("animal", "cat", 0.14, box)] for box in truth]
     fused = detect_burst(frames, detections, BlindDetector(), config=BurstConfig())
+    raised = round(1 - (1 - 0.14) * (1 - BurstConfig().track_conf), 4)
     for dets, box in zip(fused, truth):
-        assert dets == [FusedDetection("animal", "cat", 0.42, box, "detector+motion")]
+        assert dets == [FusedDetection("animal", "cat", raised, box, "detector+motion")]
 
 
 def test_a_subject_detected_in_one_frame_is_named_in_every_frame_without_crops():
@@ -111,7 +112,7 @@ def test_a_subject_detected_in_one_frame_is_named_in_every_frame_without_crops()
     for t, (dets, box) in enumerate(zip(result.detections, truth)):
         assert len(dets) == 1 and iou(dets[0].bbox, box) >= 0.5
         assert (dets[0].label, dets[0].source) == (("bird", "detector+motion") if t == 2 else ("bird", "motion"))
-        assert dets[0].conf == (0.6 if t == 2 else expected)
+        assert dets[0].conf == expected  # the detection and the walking track, combined
 
 
 def test_consistency_alone_keeps_a_walking_subject_at_the_track_prior():
