@@ -8,7 +8,7 @@ job (the cloud profiles). Everything it needs arrives in the Pipes context extra
 ``input_root``   where the camera folders are (local path or ``s3://``)
 ``output_root``  where tables, crops and checkpoints go
 ``profile``      the profile as a dict (:func:`resources.profiles.profile_from_dict`)
-``shard``        optional ``[index, count]``: this job's share of the camera's pending media
+``shard_keys``   optional: the sha256s of this job's share of the camera's pending media
 
 Logs stream back through Pipes; the stage's figures come back as one custom message. Bootstrap
 parameters that name an S3 bucket (as the Batch client writes them) make it read its context from S3
@@ -75,7 +75,7 @@ def run(pipes: PipesContext) -> dict:
                 iou_threshold=s1.iou_threshold,
             ),
             log=pipes.log.info,
-            shard=tuple(extras["shard"]) if extras.get("shard") else None,
+            shard_keys=extras.get("shard_keys"),
             max_media=extras.get("max_media"),
         )
     elif stage == "classify":

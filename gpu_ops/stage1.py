@@ -133,12 +133,13 @@ def run_stage1(
     detector_factory: Callable,
     log: Callable[[str], None] = print,
     max_media: int | None = None,
-    shard: tuple[int, int] | None = None,
+    shard_keys: list[str] | None = None,
 ) -> StageStats:
     """Detect and crop every pending media of a camera; returns what was done.
 
-    ``shard=(index, count)`` processes only that share of the pending media (one Batch job of a
-    sharded camera); ``max_media`` stops after that many media (used to test resuming).
+    ``shard_keys`` (sha256s) restricts the work to one Batch job's share of a sharded camera: the
+    launcher fixes each share before any job starts, so shards that start late or are retried never
+    shift into each other's media. ``max_media`` stops after that many media (to test resuming).
     """
     s1, crop_cfg = profile.pipeline.stage1, profile.pipeline.crops
     sig, _ = stage1_signature(profile)
@@ -154,9 +155,9 @@ def run_stage1(
     pending = pending_media(manifest, done)
     stats.media_total = len(set(manifest.column("sha256").to_pylist()))
     stats.media_skipped = len(done)
-    if shard is not None:
-        index, count = shard
-        pending = pending[index::count]
+    if shard_keys is not None:
+        wanted = set(shard_keys)
+        pending = [m for m in pending if m["sha256"] in wanted]
     if max_media is not None:
         pending = pending[:max_media]
     if not pending:

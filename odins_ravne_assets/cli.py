@@ -140,16 +140,17 @@ def process(input_root: str, output_root: str, *, camera_ids: list[str] | None =
     failed_cameras = []
     # The bar is the progress display; Dagster's own console lines would tear it apart.
     run_config = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    tags = {"odins-ravne/cli": "process", "odins-ravne/runner": settings.runner.type}
     try:
         for camera_id in found:
             bar.set_description(f"camera {camera_id}")
             result = camera_job.execute_in_process(
-                partition_key=camera_id, instance=instance, raise_on_error=False, run_config=run_config, tags={"odins_ravne/cli": "process"}
+                partition_key=camera_id, instance=instance, raise_on_error=False, run_config=run_config, tags=tags
             )
             if not result.success:
                 failed_cameras.append(camera_id)
         bar.set_description("project (sites, Stage 3)")
-        project = project_job.execute_in_process(instance=instance, raise_on_error=False, run_config=run_config, tags={"odins_ravne/cli": "process"})
+        project = project_job.execute_in_process(instance=instance, raise_on_error=False, run_config=run_config, tags=tags)
     finally:
         set_progress_callback(None)
         bar.close()
@@ -328,6 +329,29 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--out", required=True)
     i.add_argument("--profile")
 
+    infra = sub.add_parser("infra", help="the AWS stack: deploy, status, teardown (run from a checkout)")
+    infra.add_argument("action", choices=["deploy", "status", "teardown"])
+    infra.add_argument("--profile", default="cloud")
+    infra.add_argument("--stack", default="odins-ravne")
+    infra.add_argument("--image", help="deploy: the GPU image URI (ECR)")
+    infra.add_argument("--subnet", action="append", default=[], help="deploy: subnet id (repeatable; default VPC when left out)")
+    infra.add_argument("--security-group", action="append", default=[], help="deploy: security group id (repeatable)")
+    infra.add_argument("--budget-email", help="deploy: who the AWS Budget alerts")
+    infra.add_argument("--no-wait", action="store_true", help="deploy: do not wait for the stack")
+    infra.add_argument("--force", action="store_true", help="teardown: even while jobs are queued or running")
+
+    cost = sub.add_parser("cost", help="what the GPU stages cost")
+    cost.add_argument("action", choices=["report"])
+    cost.add_argument("--out", required=True, help="what process wrote (OUTPUT)")
+    cost.add_argument("--profile", default="cloud")
+    cost.add_argument("--by", default="camera_id", choices=["camera_id", "run_id", "stage", "capacity"])
+
+    st3 = sub.add_parser("stage3", help="the Stage 3 outputs")
+    st3.add_argument("action", choices=["download"])
+    st3.add_argument("s3_uri", help="the s3:// OUTPUT that process wrote")
+    st3.add_argument("local_dir")
+    st3.add_argument("--with-crops", action="store_true", help="also copy the crop JPEGs")
+
     args = parser.parse_args(argv)
     if args.command == "process":
         return process(args.input, args.out, camera_ids=args.cameras, profile=args.profile, quiet=args.quiet)
@@ -337,6 +361,23 @@ def main(argv: list[str] | None = None) -> int:
         return export_command(args.format, args.out, args.dest, camera_id=args.camera, profile=args.profile)
     if args.command == "import":
         return import_command(args.json, args.input, args.out, args.camera, profile=args.profile)
+    if args.command in ("infra", "cost", "stage3"):
+        from resources import odin_commands
+
+        if args.command == "infra" and args.action == "deploy":
+            if not args.image:
+                parser.error("infra deploy needs --image URI (the GPU image pushed to ECR)")
+            return odin_commands.infra_deploy(
+                profile=args.profile, image_uri=args.image, subnet_ids=args.subnet, security_group_ids=args.security_group,
+                budget_email=args.budget_email or "", stack_name=args.stack, wait=not args.no_wait,
+            )
+        if args.command == "infra" and args.action == "status":
+            return odin_commands.infra_status(profile=args.profile, stack_name=args.stack)
+        if args.command == "infra":
+            return odin_commands.infra_teardown(profile=args.profile, stack_name=args.stack, force=args.force)
+        if args.command == "cost":
+            return odin_commands.cost_report(output_root=args.out, profile=args.profile, by=args.by)
+        return odin_commands.stage3_download(s3_uri=args.s3_uri, local_dir=args.local_dir, with_crops=args.with_crops)
     if args.command == "demo":
         return demo(args.samples, args.out)
     parser.error(f"unknown command {args.command}")

@@ -30,6 +30,7 @@ from odins_ravne_assets.hugin.stage3_views import extra_views
 from odins_ravne_assets.munin.preview import markdown_image
 from odins_ravne_assets.munin_assets import markdown_table, raw_images, species_labels
 from odins_ravne_assets.partitions import cameras, validate_camera_id
+from resources.cost import COSTS
 from resources.pipeline import PipelineResource
 from resources.stage3 import DB_KEY, build_stage3
 from resources.storage import partition_key
@@ -176,7 +177,7 @@ def reports(context: AssetExecutionContext, pipeline: PipelineResource) -> Mater
 def stage3_database(context: AssetExecutionContext, pipeline: PipelineResource) -> MaterializeResult:
     counts = build_stage3(
         pipeline.output,
-        extra_tables={"deployments": ("deployments", DEPLOYMENTS)},
+        extra_tables={"deployments": ("deployments", DEPLOYMENTS), "costs": ("costs", COSTS)},
         extra_views=extra_views(deployments_from_media=False),
         materialize=frozenset({"observations"}),  # 10 M detections: 1 s a query as a table, 15 s as a view
     )

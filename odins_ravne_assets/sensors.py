@@ -1,8 +1,16 @@
-"""Sensors: new cameras and new media in the local input folder; project assets after cameras.
+"""Sensors: new cameras and new media under the input root; project assets after cameras.
 
-The folder sensor keeps, per camera, a fingerprint of its media files (count, bytes, newest change)
-in its cursor. A camera whose fingerprint changed gets one run, keyed by camera and fingerprint, so a
-tick that sees nothing new requests nothing, and the same change never runs twice.
+``new_media_sensor`` works on whatever the input root is:
+
+- a local folder: the cursor keeps, per camera, a fingerprint of its media files (count, bytes,
+  newest change); a camera whose fingerprint changed gets one run keyed by camera and fingerprint;
+- ``s3://`` with ``cloud.queue.adapter: s3``: per-camera ``StartAfter`` keys in the cursor, so a tick
+  lists what is new, not what exists (:func:`resources.s3_sensor.poll_s3`);
+- ``s3://`` with ``cloud.queue.adapter: sqs``: the bucket's ObjectCreated notifications, acknowledged
+  only once they are run requests (:func:`resources.s3_sensor.poll_sqs`).
+
+New camera folders become ``cameras`` partitions in the same ``SensorResult`` as their runs; a tick
+that sees nothing new requests nothing, and the same upload never runs twice (stable run keys).
 """
 
 
@@ -34,27 +42,61 @@ def camera_fingerprint(camera_storage) -> str:
     return hashlib.sha256(f"{count}:{size}:{newest}".encode()).hexdigest()[:12]
 
 
-@sensor(job=camera_job, minimum_interval_seconds=30, description="New cameras and new media under the input folder.")
+def runner_tags(pipeline: PipelineResource) -> dict[str, str]:
+    """Runs that launch Batch work carry a tag the production run queue limits (dagster.prod.yaml)."""
+    return {"odins-ravne/runner": pipeline.settings.runner.type}
+
+
+def _local_changes(pipeline: PipelineResource, cursor: str | None) -> tuple[dict[str, str], str]:
+    state = json.loads(cursor) if cursor else {}
+    changed = {}
+    for camera_id in pipeline.input.top_level_folders():
+        fingerprint = camera_fingerprint(pipeline.camera_input(camera_id))
+        if state.get(camera_id) != fingerprint:
+            state[camera_id] = changed[camera_id] = fingerprint
+    return {c: f"{c}:{f}" for c, f in changed.items()}, json.dumps(state, sort_keys=True)
+
+
+def _s3_changes(pipeline: PipelineResource, cursor: str | None):
+    from resources.aws import aws_client
+    from resources.s3_sensor import poll_s3, poll_sqs, run_key_for
+
+    settings = pipeline.settings
+    bucket, _, prefix = pipeline.input.root[len("s3://") :].partition("/")
+    if settings.cloud.queue.adapter == "sqs":
+        if not settings.cloud.queue.queue_url:
+            raise ValueError("cloud.queue.adapter is sqs but cloud.queue.queue_url is not set in the profile")
+        sqs = aws_client("sqs", region=settings.storage.region, endpoint_url=settings.storage.endpoint_url)
+        uploads = poll_sqs(sqs, settings.cloud.queue.queue_url, prefix, bucket=bucket)
+        return {c: run_key_for(c, keys) for c, keys in uploads.items()}, cursor, uploads.ack
+    s3 = aws_client("s3", region=settings.storage.region, endpoint_url=settings.storage.endpoint_url)
+    found, new_cursor = poll_s3(s3, bucket, prefix, cursor, rescan_every=60)
+    return {c: run_key_for(c, keys) for c, keys in found.items()}, new_cursor, None
+
+
+@sensor(job=camera_job, minimum_interval_seconds=30, description="New cameras and new media under the input root.")
 def new_media_sensor(context: SensorEvaluationContext, pipeline: PipelineResource):
-    cursor = json.loads(context.cursor) if context.cursor else {}
-    valid, invalid = split_valid(pipeline.input.top_level_folders())
+    acknowledge = None
+    if pipeline.input.is_s3:
+        run_keys, cursor, acknowledge = _s3_changes(pipeline, context.cursor)
+    else:
+        run_keys, cursor = _local_changes(pipeline, context.cursor)
+    valid, invalid = split_valid(sorted(run_keys))
     for reason in invalid.values():
         context.log.warning(reason)
     known = set(context.instance.get_dynamic_partitions(cameras.name))
     new_cameras = [c for c in valid if c not in known]
-    requests = []
-    for camera_id in valid:
-        fingerprint = camera_fingerprint(pipeline.camera_input(camera_id))
-        if cursor.get(camera_id) != fingerprint:
-            cursor[camera_id] = fingerprint
-            requests.append(RunRequest(partition_key=camera_id, run_key=f"{camera_id}:{fingerprint}"))
-    if not requests and not new_cameras:
-        return SkipReason(f"no new media in {len(valid)} cameras")
-    return SensorResult(
+    requests = [RunRequest(partition_key=c, run_key=run_keys[c], tags=runner_tags(pipeline)) for c in valid]
+    result = SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[cameras.build_add_request(new_cameras)] if new_cameras else [],
-        cursor=json.dumps(cursor, sort_keys=True),
+        cursor=cursor,
     )
+    if acknowledge:  # the notifications are run requests now: SQS may forget them
+        acknowledge()
+    if not requests:
+        return SensorResult(skip_reason=SkipReason("no new media"), cursor=cursor)
+    return result
 
 
 @run_status_sensor(

@@ -40,8 +40,16 @@ class GpuStageRunner(ConfigurableResource):
             messages = run_stage_on_batch(context, profile=profile, extras=payload)
         else:
             raise ValueError(f"runner mode {mode!r}: use 'local' or 'batch'")
-        stats = [m["stats"] for m in messages if isinstance(m, dict) and "stats" in m]
-        return _merge(stats)
+        stats = _merge([m["stats"] for m in messages if isinstance(m, dict) and "stats" in m])
+        for message in messages:
+            if isinstance(message, dict) and "batch" in message:
+                batch = message["batch"]
+                stats["batch_jobs"] = len(batch.get("jobs", []))
+                stats.update({f"cost_{k}": v for k, v in (batch.get("cost") or {}).items() if isinstance(v, (int, float))})
+                links = [j.get("console_url") for j in batch.get("jobs", []) if j.get("console_url")]
+                if links:
+                    stats["batch_console"] = links[0]
+        return stats
 
 
 def _merge(stats: list[dict]) -> dict:
@@ -51,7 +59,7 @@ def _merge(stats: list[dict]) -> dict:
     merged: dict = {}
     for figures in stats:
         for key, value in figures.items():
-            if key in ("seconds", "cold_start_s"):
+            if key in ("seconds", "cold_start_s", "media_total", "media_skipped"):  # same in every shard
                 merged[key] = max(merged.get(key, 0.0), value)
             elif key == "frames_per_s":
                 continue
