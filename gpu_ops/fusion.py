@@ -96,7 +96,7 @@ class BurstConfig:
     verify_conf: float = 0.1  # lowest crop detection score that verifies a proposal
     verify_expand: float = 0.75  # crop side = box's longer side * (1 + 2 * this)
     verify_min_px: int = 96  # smallest crop side, frame pixels
-    verify_per_track: int = 2  # crops per track (its best-scoring proposals)
+    verify_per_track: int = 1  # crops per track (its best-scoring proposals)
     max_verify: int = 12  # crops per burst at most: bounds the extra cost
     track_frames: int = 3  # proposals in this many frames make a track consistent...
     track_min_travel: float = 0.5  # ...if it moves this many box sizes over the burst

@@ -9,7 +9,7 @@ fools a naive frame difference, and the guard for each:
   from frame to frame. They are found as bands of near-uniform rows touching the top or bottom edge of
   the median image and masked (:func:`find_info_bars`).
 - **Camera shake** (wind on the post): every frame is aligned to the middle one by phase correlation
-  on high-passed, windowed images, bars masked. Several correlation peaks are tried (over a plain
+  on windowed images, bars masked, fine frequencies (noise) damped. Several correlation peaks are tried (over a plain
   background the animal makes a peak of its own) and a shift is kept only where it really lowers the
   frame's median difference to the reference. The difference is then taken against the local
   min/max of the background, so a residual sub-pixel misalignment along edges does not light up.
@@ -146,19 +146,24 @@ def find_info_bars(median: np.ndarray, *, max_fraction: float, uniform: float) -
     return band(np.arange(height)), band(np.arange(height - 1, -1, -1))
 
 
-def _highpass(img: np.ndarray) -> np.ndarray:
-    return img - ndimage.gaussian_filter(img, 4.0)
+def _noise_weight(shape: tuple[int, int]) -> np.ndarray:
+    """Weights for the cross-power spectrum (rfft layout): phase correlation whitens every
+    frequency alike, so the finest ones, where sensor noise lives, are damped."""
+    fy = np.fft.fftfreq(shape[0])[:, None]
+    fx = np.fft.rfftfreq(shape[1])[None, :]
+    return np.exp(-(fx**2 + fy**2) / (2 * 0.15**2))
 
 
-def _phase_shifts(ref_f: np.ndarray, img: np.ndarray, window: np.ndarray, count: int = 4) -> list[tuple[float, float]]:
+def _phase_shifts(ref_f: np.ndarray, img: np.ndarray, window: np.ndarray, weight: np.ndarray,
+                  count: int = 4) -> list[tuple[float, float]]:
     """Candidate translations (dy, dx) that map ``img`` onto the reference, strongest first.
 
     Phase correlation has one peak per thing that moved as a whole: the scene (camera shake) and,
     over a plain background, the animal itself. The caller keeps the candidate that really brings
     the frame onto the reference, so several peaks are returned, each refined to sub-pixel.
     """
-    spec = ref_f * np.conj(np.fft.rfft2(_highpass(img) * window))
-    spec /= np.abs(spec) + 1e-9
+    spec = ref_f * np.conj(np.fft.rfft2(img * window))
+    spec *= weight / (np.abs(spec) + 1e-9)
     corr = np.fft.irfft2(spec, s=img.shape)
     # The strongest few peaks, at least 3 pixels apart (a peak's shoulders are not other peaks).
     flat_corr = corr.ravel()
@@ -360,13 +365,14 @@ def propose(frames: list[np.ndarray], config: MotionConfig | None = None) -> Mot
     window = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
     fill_value = float(np.median(stack[ref_index][scene])) if scene.any() else 0.0
     flat = np.where(scene, stack, fill_value)
-    ref_f = np.fft.rfft2(_highpass(flat[ref_index]) * window)
+    ref_f = np.fft.rfft2(flat[ref_index] * window)
+    weight = _noise_weight((h, w))
     valid = np.ones((n, h, w), bool)
     shifts: list[tuple[float, float]] = []
     max_shift = config.max_shift * w
     # For judging a shift: smoothed (sensor noise would hide the gain) and standardized (a frame
     # exposed differently must not look better merely by sliding its dark parts elsewhere).
-    smooth = np.stack([_standardized(ndimage.gaussian_filter(g, 1.5), scene) for g in stack])
+    smooth = np.stack([_standardized(ndimage.uniform_filter(g, 3), scene) for g in stack])
     for i in range(n):
         best = (0.0, 0.0)
         if i != ref_index:
@@ -374,7 +380,7 @@ def propose(frames: list[np.ndarray], config: MotionConfig | None = None) -> Mot
             # Every second pixel is enough to judge: the images are smooth.
             judge = scene[::2, ::2]
             best_error = float(np.median(np.abs(smooth[i] - smooth[ref_index])[::2, ::2][judge]))
-            for dy, dx in _phase_shifts(ref_f, flat[i], window):
+            for dy, dx in _phase_shifts(ref_f, flat[i], window, weight):
                 if max(abs(dy), abs(dx)) < 0.5 or max(abs(dy), abs(dx)) > max_shift:
                     continue
                 moved = ndimage.shift(smooth[i], (dy, dx), order=1, mode="nearest")

@@ -17,6 +17,9 @@ from odins_ravne_assets.sensors import new_media_sensor, project_after_camera_se
 from resources.pipeline import PipelineResource
 from resources.runner import GpuStageRunner
 
+# Resolved when a run starts, not at import: `odins-ravne process --profile` switches it per call.
+os.environ.setdefault("ODINS_RAVNE_PROFILE", "local")
+
 defs = Definitions(
     assets=[*MUNIN_ASSETS, *HUGIN_ASSETS],
     jobs=[camera_job, project_job],
@@ -25,7 +28,7 @@ defs = Definitions(
         "pipeline": PipelineResource(
             input_root=EnvVar("ODINS_RAVNE_INPUT"),
             output_root=EnvVar("ODINS_RAVNE_OUTPUT"),
-            profile=os.environ.get("ODINS_RAVNE_PROFILE", "local"),
+            profile=EnvVar("ODINS_RAVNE_PROFILE"),
         ),
         "gpu_runner": GpuStageRunner(),
     },

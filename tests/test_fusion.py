@@ -88,8 +88,8 @@ def test_a_small_subject_the_detector_misses_is_verified_on_its_crop():
         assert iou(det.bbox, box) >= 0.5
         # Verified and consistent: the crop's score and the track prior, combined.
         assert det.conf == pytest.approx(1 - (1 - 0.55) * (1 - BurstConfig().track_conf), abs=1e-3)
-    # Two crops per track at most: the cost stays bounded whatever the burst length.
-    assert result.verified_crops == 2 == detector.calls - len(frames)
+    # One crop per track: the cost stays bounded whatever the burst length.
+    assert result.verified_crops == 1 == detector.calls - len(frames)
 
 
 def test_detector_boxes_on_a_walking_track_gain_the_motion_source_and_its_evidence():

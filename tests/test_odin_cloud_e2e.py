@@ -30,6 +30,7 @@ def test_process_a_camera_on_batch_against_moto(moto_endpoint, cloud_profile, tm
 
     moto_reset(moto_endpoint)
     monkeypatch.setenv("ODINS_RAVNE_BATCH_RUNNER", "local")
+    monkeypatch.setenv("ODINS_RAVNE_PROFILE", "local")  # process --profile cloud sets it; undone after the test
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))  # a private instance, made by the CLI
     photos = Path(ultralytics.__file__).parent / "assets"  # real photographs shipped in a package
     lines: list[str] = []
