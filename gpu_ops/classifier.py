@@ -41,6 +41,8 @@ COCO_TAXONOMY = {
     "zebra": Taxon("zebra", "Equus (Hippotigris)", "subgenus", "Mammalia"),
     "giraffe": Taxon("giraffe", "Giraffa", "genus", "Mammalia"),
     "animal": Taxon("animal", "Animalia", "kingdom", None),
+    # A box only the burst's motion found: an animal nobody has named yet.
+    "motion": Taxon("animal", "Animalia", "kingdom", None),
     "person": Taxon("human", "Homo sapiens", "species", "Mammalia"),
     "vehicle": Taxon("vehicle", None, None, None),
 }

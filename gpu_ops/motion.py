@@ -372,19 +372,19 @@ def propose(frames: list[np.ndarray], config: MotionConfig | None = None) -> Mot
     max_shift = config.max_shift * w
     # For judging a shift: smoothed (sensor noise would hide the gain) and standardized (a frame
     # exposed differently must not look better merely by sliding its dark parts elsewhere).
-    smooth = np.stack([_standardized(ndimage.uniform_filter(g, 3), scene) for g in stack])
+    judge = scene[::2, ::2]
+    smooth = np.stack([_standardized(ndimage.uniform_filter(g, 3)[::2, ::2], judge) for g in stack])
     for i in range(n):
         best = (0.0, 0.0)
         if i != ref_index:
             # The median error, so that the animal (which moved by itself) does not decide it.
-            # Every second pixel is enough to judge: the images are smooth.
-            judge = scene[::2, ::2]
-            best_error = float(np.median(np.abs(smooth[i] - smooth[ref_index])[::2, ::2][judge]))
+            # Judged at half resolution: the images are smooth, and every candidate costs a shift.
+            best_error = float(np.median(np.abs(smooth[i] - smooth[ref_index])[judge]))
             for dy, dx in _phase_shifts(ref_f, flat[i], window, weight):
                 if max(abs(dy), abs(dx)) < 0.5 or max(abs(dy), abs(dx)) > max_shift:
                     continue
-                moved = ndimage.shift(smooth[i], (dy, dx), order=1, mode="nearest")
-                error = float(np.median(np.abs(moved - smooth[ref_index])[::2, ::2][judge]))
+                moved = ndimage.shift(smooth[i], (dy / 2, dx / 2), order=1, mode="nearest")
+                error = float(np.median(np.abs(moved - smooth[ref_index])[judge]))
                 if error < 0.97 * best_error:
                     best, best_error = (dy, dx), error
         if best != (0.0, 0.0):

@@ -34,6 +34,9 @@ MEDIA = pa.schema(
         ("model", pa.string()),
         ("status", pa.string()),  # ok | failed
         ("failure", pa.string()),  # why it failed; null when ok
+        ("burst_id", pa.string()),  # the trigger's frames share it (gpu_ops.bursts)
+        ("burst_index", pa.int32()),  # position of the frame in its burst, from 0
+        ("burst_size", pa.int32()),
     ]
 )
 

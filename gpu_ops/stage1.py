@@ -11,6 +11,7 @@ detected again. Crops are cut from the full-resolution image the detector saw an
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -19,8 +20,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from PIL import Image
+
 from gpu_ops import media as media_io
 from gpu_ops.cropper import crop_detection, encode_jpeg
+from gpu_ops.engine import run_detection
+from gpu_ops.fusion import BurstConfig, fuse_burst
 from gpu_ops.workstate import WorkState, signature, work_prefix
 
 # One row per detection, per unique media content; the published table adds file path and time.
@@ -68,6 +73,11 @@ class StageStats:
     crops: int = 0
     seconds: float = 0.0
     cold_start_s: float = 0.0
+    decode_seconds: float = 0.0  # summed over decode threads
+    inference_seconds: float = 0.0
+    bursts_fused: int = 0
+    motion_detections: int = 0  # boxes only the burst's motion found (and verification or tracking kept)
+    motion_seconds: float = 0.0
     failures: dict = field(default_factory=dict)
 
     def as_metadata(self) -> dict:
@@ -75,7 +85,8 @@ class StageStats:
         out = {k: v for k, v in self.__dict__.items() if k != "failures"}
         out["frames_per_s"] = round(rate, 3)
         out["seconds"] = round(self.seconds, 3)
-        out["cold_start_s"] = round(self.cold_start_s, 3)
+        for key in ("cold_start_s", "decode_seconds", "inference_seconds", "motion_seconds"):
+            out[key] = round(out[key], 3)
         return out
 
 
@@ -88,9 +99,10 @@ def stage1_signature(profile) -> tuple[str, dict]:
         "iou_threshold": s1.iou_threshold,
         "video_every_seconds": s1.video_every_seconds,
         "video_max_frames": s1.video_max_frames,
-        "motion_proposals": s1.motion_proposals,
+        "bursts": profile.pipeline.bursts,
         "crop_min_confidence": crops.min_confidence,
         "crop_pad_fraction": crops.pad_fraction,
+        "crop_max_side": crops.max_side,
     }
     return signature(parts), parts
 
@@ -102,7 +114,7 @@ def pending_media(manifest: pa.Table, done: dict) -> list[dict]:
     rows = manifest.filter(pc.equal(manifest["status"], "ok")).sort_by(
         [("file_path", "ascending")]
     )
-    for row in rows.select(["sha256", "file_path", "media_type"]).to_pylist():
+    for row in rows.select(["sha256", "file_path", "media_type", "burst_id", "burst_index", "burst_size"]).to_pylist():
         if row["sha256"] in seen or row["sha256"] in done:
             continue
         seen.add(row["sha256"])
@@ -110,18 +122,37 @@ def pending_media(manifest: pa.Table, done: dict) -> list[dict]:
     return pending
 
 
-def _frames_of(item: dict, input_storage, s1) -> list[tuple[int, float, np.ndarray]]:
+def chunks_of_whole_bursts(pending: list[dict], size: int) -> list[list[dict]]:
+    """Chunks of about ``size`` media that never split a burst: motion needs all of its frames."""
+    by_burst: dict[str, list[dict]] = {}
+    for item in pending:
+        by_burst.setdefault(item["burst_id"] or item["sha256"], []).append(item)
+    chunks, current = [], []
+    for members in by_burst.values():
+        if current and len(current) + len(members) > size:
+            chunks.append(current)
+            current = []
+        current.extend(sorted(members, key=lambda m: m["burst_index"] or 0))
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _video_frames(item: dict, input_storage, s1) -> list[tuple[int, float, np.ndarray]]:
     with input_storage.local_copy(item["file_path"]) as path:
-        if item["media_type"] == "video":
-            frames = list(
-                media_io.read_video_frames(
-                    path, every_seconds=s1.video_every_seconds, max_frames=s1.video_max_frames
-                )
-            )
-            if not frames:
-                raise ValueError("video has no decodable frames")
-            return frames
-        return [(0, 0.0, media_io.load_image(path))]
+        frames = list(
+            media_io.read_video_frames(path, every_seconds=s1.video_every_seconds, max_frames=s1.video_max_frames)
+        )
+    if not frames:
+        raise ValueError("video has no decodable frames")
+    return frames
+
+
+def _image_source(item: dict, input_storage):
+    """What the engine decodes: the local file, or (S3) a reader called on a decode thread."""
+    if not input_storage.is_s3:
+        return str(input_storage.local_path(item["file_path"]))
+    return lambda: input_storage.read_bytes(item["file_path"])
 
 
 def run_stage1(
@@ -168,66 +199,154 @@ def run_stage1(
     detector = detector_factory()
     stats.cold_start_s = getattr(detector, "cold_start_s", 0.0)
     log(f"camera {camera_id}: detecting {len(pending)} media with {detector.name} (cold start {stats.cold_start_s:.1f}s)")
-    for chunk_start in range(0, len(pending), CHUNK_SIZE):
-        chunk = pending[chunk_start : chunk_start + CHUNK_SIZE]
-        rows, failures = _detect_chunk(chunk, camera_id, input_storage, output_storage, detector, s1, crop_cfg, stats)
+    burst_cfg = BurstConfig.from_mapping(profile.pipeline.bursts)
+    done_media = 0
+    for chunk in chunks_of_whole_bursts(pending, CHUNK_SIZE):
+        rows, failures = _detect_chunk(chunk, camera_id, input_storage, output_storage, detector, s1, crop_cfg, burst_cfg, stats)
         state.commit([m["sha256"] for m in chunk], pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), failures)
         stats.media_processed += len(chunk) - len(failures)
         stats.media_failed += len(failures)
         stats.failures.update(failures)
         elapsed = time.perf_counter() - started
+        done_media += len(chunk)
         log(
-            f"camera {camera_id}: {chunk_start + len(chunk)}/{len(pending)} media, "
+            f"camera {camera_id}: {done_media}/{len(pending)} media, "
             f"{stats.detections} detections, {stats.frames / max(elapsed, 1e-9):.2f} frames/s"
         )
     stats.seconds = time.perf_counter() - started
     return stats
 
 
-def _detect_chunk(chunk, camera_id, input_storage, output_storage, detector, s1, crop_cfg, stats):
-    """Decode, detect in batches and crop one chunk of media; failures are returned, never raised."""
-    frames: list[tuple[dict, int, float, np.ndarray]] = []
+def _detect_chunk(chunk, camera_id, input_storage, output_storage, detector, s1, crop_cfg, burst_cfg, stats):
+    """Detect, fuse bursts and crop one chunk of media; failures are returned, never raised.
+
+    Images go through the engine (decoding overlapped with inference, crops cut on the decode
+    threads); video frames through the detector directly; then each burst of enough frames is fused
+    with its motion proposals (:mod:`gpu_ops.fusion`), which may add boxes or raise confidences.
+    """
+    # (sha256, frame_number) -> (frame offset in seconds, detections, {detection index: crop JPEG})
+    found: dict[tuple[str, int], tuple[float, list, dict]] = {}
     failures: dict[str, str] = {}
-    for item in chunk:
+
+    def on_result(key, detections, crops):
+        if isinstance(crops, BaseException):
+            failures[key] = f"stage 1 could not decode: {crops}"
+        else:
+            found[(key, 0)] = (0.0, list(detections), dict(crops))
+
+    images = [m for m in chunk if m["media_type"] == "image"]
+    engine_stats = run_detection(
+        [(m["sha256"], _image_source(m, input_storage)) for m in images],
+        detector,
+        crop_min_conf=crop_cfg.min_confidence,
+        on_result=on_result,
+        decode_workers=s1.decode_workers,
+        batch_size=s1.batch_size,
+        crop_pad_fraction=crop_cfg.pad_fraction,
+        crop_quality=crop_cfg.jpeg_quality,
+        crop_max_side=crop_cfg.max_side,
+    )
+    stats.decode_seconds += engine_stats.decode_seconds
+    stats.inference_seconds += engine_stats.inference_seconds
+    for item in (m for m in chunk if m["media_type"] == "video"):
         try:
-            for frame_number, offset, array in _frames_of(item, input_storage, s1):
-                frames.append((item, frame_number, offset, array))
-        except Exception as err:  # a file that probed fine but no longer decodes is recorded, not fatal
+            frames = _video_frames(item, input_storage, s1)
+        except Exception as err:  # a clip that probed fine but no longer decodes is recorded, not fatal
             failures[item["sha256"]] = f"stage 1 could not decode: {err}"
+            continue
+        for (frame_number, offset, array), dets in zip(frames, detector.detect([f[2] for f in frames])):
+            crops = {
+                i: encode_jpeg(crop_detection(array, d.bbox, pad_fraction=crop_cfg.pad_fraction, max_side=crop_cfg.max_side), quality=crop_cfg.jpeg_quality)
+                for i, d in enumerate(dets)
+                if d.conf >= crop_cfg.min_confidence
+            }
+            found[(item["sha256"], frame_number)] = (offset, list(dets), crops)
+    _fuse_bursts(images, input_storage, detector, crop_cfg, burst_cfg, found, failures, stats)
+
     rows = []
-    for batch_start in range(0, len(frames), s1.batch_size):
-        batch = frames[batch_start : batch_start + s1.batch_size]
-        results = detector.detect([f[3] for f in batch])
-        for (item, frame_number, offset, array), dets in zip(batch, results):
-            stats.frames += 1
-            for index, det in enumerate(dets):
-                det_id = detection_id(item["sha256"], frame_number, index)
-                crop_path, crop_w, crop_h = None, None, None
-                if det.conf >= crop_cfg.min_confidence:
-                    crop = crop_detection(array, det.bbox, pad_fraction=crop_cfg.pad_fraction)
-                    crop_path = crop_key(camera_id, det_id)
-                    output_storage.write_bytes(crop_path, encode_jpeg(crop, quality=crop_cfg.jpeg_quality))
-                    crop_h, crop_w = crop.shape[:2]
-                    stats.crops += 1
-                rows.append(
-                    {
-                        "sha256": item["sha256"],
-                        "frame_number": frame_number,
-                        "frame_offset_s": offset,
-                        "index": index,
-                        "category": det.category,
-                        "label": det.label,
-                        "conf": float(det.conf),
-                        "bbox_x": det.bbox[0],
-                        "bbox_y": det.bbox[1],
-                        "bbox_w": det.bbox[2],
-                        "bbox_h": det.bbox[3],
-                        "source": getattr(det, "source", "detector"),
-                        "model": detector.name,
-                        "crop_path": crop_path,
-                        "crop_width": crop_w,
-                        "crop_height": crop_h,
-                    }
-                )
-                stats.detections += 1
+    for (sha256, frame_number), (offset, dets, crops) in sorted(found.items()):
+        stats.frames += 1
+        for index, det in enumerate(dets):
+            crop_path, crop_w, crop_h = None, None, None
+            if index in crops:
+                crop_path = crop_key(camera_id, detection_id(sha256, frame_number, index))
+                output_storage.write_bytes(crop_path, crops[index])
+                with Image.open(io.BytesIO(crops[index])) as crop_image:
+                    crop_w, crop_h = crop_image.size
+                stats.crops += 1
+            rows.append(
+                {
+                    "sha256": sha256,
+                    "frame_number": frame_number,
+                    "frame_offset_s": offset,
+                    "index": index,
+                    "category": det.category,
+                    "label": det.label,
+                    "conf": float(det.conf),
+                    "bbox_x": det.bbox[0],
+                    "bbox_y": det.bbox[1],
+                    "bbox_w": det.bbox[2],
+                    "bbox_h": det.bbox[3],
+                    "source": getattr(det, "source", "detector"),
+                    "model": detector.name,
+                    "crop_path": crop_path,
+                    "crop_width": crop_w,
+                    "crop_height": crop_h,
+                }
+            )
+            stats.detections += 1
     return rows, failures
+
+
+# Burst frames are decoded again at this size (draft mode, cheap) for the motion model and for the
+# crops of boxes only motion found: enough pixels to verify a small animal, a fraction of a full decode.
+BURST_FRAME_SIDE = 1280
+
+
+# A motion-only box lying this much inside a detector box is a moving part of that animal (a leg, the
+# head): counted as an animal of its own it would inflate the event's count.
+PART_OF_DETECTION = 0.7
+
+
+def _without_parts(fused: list) -> list:
+    """Drop motion-only boxes that are parts of a detector box; detector boxes keep their indices."""
+    boxes = [d.bbox for d in fused if d.source != "motion"]
+
+    def inside(box, outer) -> float:
+        ix = min(box[0] + box[2], outer[0] + outer[2]) - max(box[0], outer[0])
+        iy = min(box[1] + box[3], outer[1] + outer[3]) - max(box[1], outer[1])
+        area = box[2] * box[3]
+        return max(0.0, ix) * max(0.0, iy) / area if area > 0 else 0.0
+
+    return [d for d in fused if d.source != "motion" or all(inside(d.bbox, b) < PART_OF_DETECTION for b in boxes)]
+
+
+def _fuse_bursts(images, input_storage, detector, crop_cfg, burst_cfg, found, failures, stats):
+    bursts: dict[str, list[dict]] = {}
+    for item in images:
+        if item["burst_id"] and (item["sha256"], 0) in found:
+            bursts.setdefault(item["burst_id"], []).append(item)
+    for members in bursts.values():
+        if not burst_cfg.applies_to(len(members)) or any(m["sha256"] in failures for m in members):
+            continue
+        members.sort(key=lambda m: m["burst_index"])
+        frames = []
+        for member in members:
+            with input_storage.local_copy(member["file_path"]) as path:
+                frames.append(media_io.load_image(path, max_side=BURST_FRAME_SIDE))
+        result = fuse_burst(frames, [found[(m["sha256"], 0)][1] for m in members], detector, config=burst_cfg)
+        stats.bursts_fused += 1
+        stats.motion_seconds += result.motion_s + result.verify_s
+        for member, frame, fused in zip(members, frames, result.detections):
+            offset, before, crops = found[(member["sha256"], 0)]
+            fused = _without_parts(fused)
+            crops = dict(crops)
+            for index, det in enumerate(fused):
+                if det.source == "motion":
+                    stats.motion_detections += 1
+                # Detector boxes keep their index and crop; a box only motion found, or one whose
+                # confidence fusion raised past the crop threshold, is cut from the burst frame.
+                if index not in crops and det.conf >= crop_cfg.min_confidence:
+                    crop = crop_detection(frame, det.bbox, pad_fraction=crop_cfg.pad_fraction, max_side=crop_cfg.max_side)
+                    crops[index] = encode_jpeg(crop, quality=crop_cfg.jpeg_quality)
+            found[(member["sha256"], 0)] = (offset, list(fused), crops)

@@ -23,6 +23,7 @@ from dagster import (
 )
 
 from gpu_ops.cropper import crop_detection, encode_jpeg
+from gpu_ops.fusion import BurstConfig
 from gpu_ops.media import load_image
 from odins_ravne_assets.munin.ingest import build_manifest
 from odins_ravne_assets.munin.preview import contact_sheet, markdown_image
@@ -66,8 +67,14 @@ def raw_images(context: AssetExecutionContext, pipeline: PipelineResource):
             last_logged[0] = done
             context.log.info(f"camera {camera_id}: probed {done}/{total} new or changed files")
 
+    bursts = BurstConfig.from_mapping(pipeline.settings.pipeline.bursts)
     manifest, figures = build_manifest(
-        pipeline.camera_input(camera_id), camera_id, pipeline.output, progress=progress
+        pipeline.camera_input(camera_id),
+        camera_id,
+        pipeline.output,
+        progress=progress,
+        burst_gap_s=bursts.max_gap_s,
+        burst_max_frames=bursts.max_frames,
     )
     path = pipeline.output.write_parquet(partition_key("media", camera_id), manifest)
     failed = manifest.filter(pc.equal(manifest["status"], "failed")).select(["file_path", "failure"])
@@ -182,7 +189,7 @@ def _recut_missing_crops(camera_id: str, table: pa.Table, output, camera_input, 
         with camera_input.local_copy(row["file_path"]) as path:
             image = load_image(path)
         bbox = (det["bbox_x"], det["bbox_y"], det["bbox_w"], det["bbox_h"])
-        crop = crop_detection(image, bbox, pad_fraction=profile.pipeline.crops.pad_fraction)
+        crop = crop_detection(image, bbox, pad_fraction=profile.pipeline.crops.pad_fraction, max_side=profile.pipeline.crops.max_side)
         output.write_bytes(row["crop_path"], encode_jpeg(crop, quality=profile.pipeline.crops.jpeg_quality))
         row["height"], row["width"] = crop.shape[:2]
         recut += 1

@@ -50,8 +50,7 @@ class Stage1Settings:
     decode_workers: int = 2
     video_every_seconds: float = 1.0
     video_max_frames: int = 10
-    max_images_per_job: int = 1000  # one Batch job (shard) at most; also the local chunk size
-    motion_proposals: bool = True  # burst-aware motion proposals (bursts of 3 frames or more)
+    max_images_per_job: int = 1000  # one Batch job (shard) at most
 
 
 @dataclass(frozen=True)
@@ -59,6 +58,9 @@ class CropSettings:
     min_confidence: float = 0.2
     pad_fraction: float = 0.1
     jpeg_quality: int = 90
+    # Longer side of a stored crop, at most: a frame-filling animal in a 12 MP photo would otherwise
+    # make a 6-9 MP crop, and need a second full-size decode (2.7x slower Stage 1, bench/stage1.py).
+    max_side: int | None = 1024
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,8 @@ class PipelineSettings:
     events: EventSettings = field(default_factory=EventSettings)
     clusters: ClusterSettings = field(default_factory=ClusterSettings)
     sensitive_species: list = field(default_factory=list)  # scientific names generalized in exports
+    # Burst-aware detection (gpu_ops.fusion.BurstConfig): on for bursts of 3+ frames; {enabled: false} turns it off.
+    bursts: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -214,6 +218,12 @@ def parse_profile(data: dict, source: str = "<profile>") -> Profile:
     profile = _build(Profile, data or {}, "", source)
     for camera, overrides in profile.pipeline.events.per_camera.items():
         _build(EventSettings, overrides, f"pipeline.events.per_camera.{camera}", source)
+    from gpu_ops.fusion import BurstConfig
+
+    try:
+        BurstConfig.from_mapping(profile.pipeline.bursts)
+    except ValueError as err:
+        raise ProfileError(f"{source}: pipeline.{err}") from None
     return profile
 
 

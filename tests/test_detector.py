@@ -160,7 +160,7 @@ def test_torch_and_onnx_backends_agree(ultralytics_assets):
     torch_result = torch_detector.detect([image])[0]
     onnx_detector = load_detector("default", backend="onnx", image_size=416)
     assert onnx_detector.backend == "onnx"
-    assert (onnx_detector.weights_dir / "yolov3-tiny-416-uint8nhwc.onnx").is_file()
+    assert onnx_detector.onnx_path().is_file() and onnx_detector.onnx_path().name.startswith("yolov3-tiny-416-export")
     onnx_result = onnx_detector.detect([image])[0]
     strong = [d for d in torch_result if d.conf > 0.3]
     assert len(strong) == len([d for d in onnx_result if d.conf > 0.3])

@@ -15,6 +15,7 @@ from typing import Callable
 import pyarrow as pa
 
 from gpu_ops import schemas
+from gpu_ops.bursts import BURST_SCHEMA, assign_bursts
 from gpu_ops.media import media_type_for, probe_media
 
 # The probe cache: the media row plus what says whether the file changed.
@@ -32,8 +33,14 @@ def build_manifest(
     *,
     workers: int = 4,
     progress: Callable[[int, int], None] | None = None,
+    burst_gap_s: float = 3.0,
+    burst_max_frames: int = 30,
 ) -> tuple[pa.Table, dict]:
-    """The camera's ``media`` table and figures about how it was built."""
+    """The camera's ``media`` table and figures about how it was built.
+
+    Bursts (the frames of one trigger) are assigned over the whole camera each time, from EXIF time:
+    a new file can join or open a burst, so they are never taken from the cache.
+    """
     previous = {}
     if output_storage.exists(cache_key(camera_id)):
         cached = output_storage.read_parquet(cache_key(camera_id))
@@ -65,6 +72,9 @@ def build_manifest(
     cache = pa.Table.from_pylist(rows, schema=CACHE_SCHEMA)
     output_storage.write_parquet(cache_key(camera_id), cache)
     manifest = cache.drop_columns(["mtime"])
+    bursts = assign_bursts(manifest, max_gap_s=burst_gap_s, max_frames=burst_max_frames)
+    for name in BURST_SCHEMA.names:
+        manifest = manifest.set_column(manifest.schema.get_field_index(name), name, bursts.column(name))
     failed = [r for r in rows if r["status"] != "ok"]
     figures = {
         "media": len(rows),
@@ -75,5 +85,6 @@ def build_manifest(
         "reused": len(reused),
         "with_gps": sum(r["latitude"] is not None for r in rows),
         "exif_time": sum(r["timestamp_source"] == "exif" for r in rows),
+        "bursts": len(set(bursts.column("burst_id").to_pylist())),
     }
     return manifest, figures
