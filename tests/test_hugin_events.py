@@ -171,3 +171,12 @@ def test_bad_settings_say_what_to_use():
     with pytest.raises(ValueError, match="detections table lacks"):
         condense_events(schemas.empty(schemas.SPECIES_LABELS), table(schemas.EVENTS, []),
                         window_minutes=10, min_confidence=0.3)
+
+
+def test_a_box_nested_in_a_larger_box_of_the_same_species_is_not_a_second_animal():
+    from odins_ravne_assets.hugin.events import _individuals
+
+    whole, head, neighbour = (0.1, 0.5, 0.3, 0.4), (0.15, 0.55, 0.08, 0.1), (0.6, 0.5, 0.3, 0.4)
+    assert _individuals([whole, head]) == 1
+    assert _individuals([whole, head, neighbour]) == 2
+    assert _individuals([whole, None]) == 2  # without a box nothing can be merged

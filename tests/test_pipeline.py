@@ -158,8 +158,8 @@ def test_new_files_are_processed_incrementally_and_equal_a_fresh_run(tmp_path):
         assert incremental.equals(scratch), name
 
 
-class SpotReclaimed(Exception):
-    pass
+class SpotReclaimed(BaseException):
+    """Like the SIGTERM of a reclaimed instance: not an error of one image, the process ends."""
 
 
 def test_a_run_killed_halfway_redoes_only_unfinished_work(tmp_path):
@@ -170,7 +170,8 @@ def test_a_run_killed_halfway_redoes_only_unfinished_work(tmp_path):
 
     source, out = tmp_path / "in", Storage(str(tmp_path / "out"))
     for i in range(5):
-        write_jpeg(ASSETS / "bus.jpg", source / "cam-k" / f"{i}.jpg", when=f"2026:06:01 05:30:0{i}", scale=0.3 + 0.05 * i)
+        # Ten minutes apart: five bursts of one frame, so chunks of two media can be cut between them.
+        write_jpeg(ASSETS / "bus.jpg", source / "cam-k" / f"{i}.jpg", when=f"2026:06:01 05:{10 * i:02d}:00", scale=0.3 + 0.05 * i)
     manifest, _ = build_manifest(Storage(str(source)).child("cam-k"), "cam-k", out)
     out.write_parquet("media/camera_id=cam-k/data.parquet", manifest)
     profile = load_profile("local")
@@ -181,13 +182,15 @@ def test_a_run_killed_halfway_redoes_only_unfinished_work(tmp_path):
 
         def __init__(self):
             self.inner = load_detector()
-            self.name = self.inner.name
 
-        def detect(self, images):
-            calls.append(len(images))
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def detect_prepared(self, canvases, boxes):
+            calls.append(len(canvases))
             if sum(calls) > 2:
                 raise SpotReclaimed
-            return self.inner.detect(images)
+            return self.inner.detect_prepared(canvases, boxes)
 
     stage1_module.CHUNK_SIZE, old_chunk = 2, stage1_module.CHUNK_SIZE
     try:

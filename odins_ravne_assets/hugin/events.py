@@ -15,7 +15,9 @@ A camera trap fires bursts; analysts count *events* (a visit of one species), no
    badger really can share a night).
 4. Per camera, category and (smoothed) species, a gap of more than ``window_minutes`` between
    consecutive detections starts a new event. ``max_count`` is the largest number of detections of that
-   species in any one media frame (the largest simultaneous count, not a sum over the burst).
+   species in any one media frame (the largest simultaneous count, not a sum over the burst); a box
+   lying mostly inside a larger box of the same species in that frame is a part of that animal (small
+   detectors box a head as well as the whole animal) and is not counted again.
 5. Blank events (optional, needs the media table): ok media with no detection kept in step 1 and no
    kept detection within ``window_minutes`` of them, grouped by the same gap rule.
 
@@ -63,6 +65,7 @@ class _Detection:
     crop_path: str | None
     conf: float
     weight: float  # the vote in label smoothing: detector conf x classifier score
+    bbox: tuple[float, float, float, float] | None = None  # normalized x, y, w, h when known
 
 
 def settings_for_camera(
@@ -204,9 +207,39 @@ def _kept_detections(
                 crop_path=label.get("crop_path"),
                 conf=float(conf),
                 weight=weight,
+                bbox=_bbox(row),
             )
         )
     return kept
+
+
+def _bbox(row: Mapping[str, Any]) -> tuple[float, float, float, float] | None:
+    values = [row.get(k) for k in ("bbox_x", "bbox_y", "bbox_w", "bbox_h")]
+    return None if any(v is None for v in values) else tuple(float(v) for v in values)
+
+
+# A box lying this much inside another box of the same species in the same frame is a part of that
+# animal (small detectors box a head or a flank as well as the whole animal): it is not counted.
+NESTED_SHARE = 0.7
+
+
+def _individuals(boxes: list[tuple[float, float, float, float] | None]) -> int:
+    """How many animals a frame's boxes of one species show: nested boxes count once."""
+    def inside(box, outer) -> float:
+        ix = min(box[0] + box[2], outer[0] + outer[2]) - max(box[0], outer[0])
+        iy = min(box[1] + box[3], outer[1] + outer[3]) - max(box[1], outer[1])
+        area = box[2] * box[3]
+        return max(0.0, ix) * max(0.0, iy) / area if area > 0 else 0.0
+
+    count = 0
+    for i, box in enumerate(boxes):
+        if box is None:
+            count += 1
+            continue
+        larger = [o for j, o in enumerate(boxes) if j != i and o is not None and o[2] * o[3] > box[2] * box[3]]
+        if all(inside(box, o) < NESTED_SHARE for o in larger):
+            count += 1
+    return count
 
 
 def _sequences(detections: list[_Detection], gap: timedelta) -> list[list[_Detection]]:
@@ -263,9 +296,9 @@ def _events_from_detections(detections: list[_Detection], gap: timedelta) -> lis
     events = []
     for (category, species), members in sorted(groups.items()):
         for run in _sequences(members, gap):
-            per_frame: dict[tuple[str, int], int] = defaultdict(int)
+            per_frame: dict[tuple[str, int], list] = defaultdict(list)
             for d in run:
-                per_frame[(d.file_path, d.frame_number)] += 1
+                per_frame[(d.file_path, d.frame_number)].append(d.bbox)
             best = max(run, key=lambda d: (d.conf, d.crop_path is not None, -_ts(d), d.detection_id))
             times = [d.timestamp for d in run if d.timestamp is not None]
             start = min(times) if times else None
@@ -279,7 +312,7 @@ def _events_from_detections(detections: list[_Detection], gap: timedelta) -> lis
                     "start": start,
                     "end": max(times) if times else None,
                     "n_media": len({d.file_path for d in run}),
-                    "max_count": max(per_frame.values()),
+                    "max_count": max(_individuals(boxes) for boxes in per_frame.values()),
                     "best_conf": best.conf,
                     "representative_file_path": best.file_path,
                     "representative_detection_id": best.detection_id,

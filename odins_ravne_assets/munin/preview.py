@@ -11,7 +11,7 @@ import io
 
 from PIL import Image, ImageDraw
 
-from gpu_ops.media import load_image
+from gpu_ops.media import load_image, media_type_for
 
 COLORS = {"animal": (46, 160, 67), "person": (31, 111, 235), "vehicle": (219, 109, 40)}
 
@@ -24,8 +24,8 @@ def contact_sheet(detections: list[dict], camera_storage, *, tiles: int = 6, til
     chosen = sorted(best.items(), key=lambda kv: -kv[1][0]["conf"])[:tiles]
     images = []
     for file_path, dets in chosen:
-        if dets[0]["frame_number"]:
-            continue  # video frames would need decoding the clip again: shown as their crops instead
+        if media_type_for(file_path) != "image":
+            continue  # video frames would need decoding the clip again
         with camera_storage.local_copy(file_path) as path:
             image = Image.fromarray(load_image(path, max_side=tile_side * 2))
         draw = ImageDraw.Draw(image)
