@@ -51,7 +51,7 @@ import torch
 import torchvision
 
 from gpu_ops.schemas import DETECTION_CATEGORIES
-from gpu_ops.weights import default_model_dir, fetch_default_weights, sha256_of
+from gpu_ops.weights import cache_lock, default_model_dir, fetch_default_weights, sha256_of
 
 log = logging.getLogger("gpu_ops")
 
@@ -305,6 +305,12 @@ class DarknetDetector(Detector):
         path = self.weights_dir / f"yolov3-tiny-{self.image_size}-export{ONNX_EXPORT_VERSION}.onnx"
         if path.is_file():
             return path
+        with cache_lock(self.weights_dir):  # processes starting together export once
+            if not path.is_file():
+                self._export_onnx(path)
+        return path
+
+    def _export_onnx(self, path: Path) -> None:
         with tempfile.TemporaryDirectory(prefix=".onnx-", dir=self.weights_dir) as staging:
             staged = Path(staging) / path.name
             dummy = torch.zeros(1, self.image_size, self.image_size, 3, dtype=torch.uint8)
@@ -317,7 +323,6 @@ class DarknetDetector(Detector):
                 )
             staged.replace(path)
         log.info("exported %s", path)
-        return path
 
     def _onnx_runner(self):
         import onnxruntime as ort

@@ -12,6 +12,8 @@ The files are checked against digests measured once and written below, then cach
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -97,13 +99,34 @@ def fetch_default_weights(model_dir: Path | str | None = None) -> Path:
     """
     root = Path(model_dir).expanduser() if model_dir is not None else default_model_dir()
     target = root / DEFAULT_WEIGHTS_SUBDIR
-    if target.is_dir():
-        problems = _problems(target)
-        if not problems:
-            return target
-        log.warning("cached default weights in %s are unusable (%s): fetching them again", target, "; ".join(problems))
-
+    if target.is_dir() and not _problems(target):
+        return target
     root.mkdir(parents=True, exist_ok=True)
+    # Several processes start at once (a backfill's runs, a camera's shards): one fetches, the others
+    # wait for it and then find the cache good. Without the lock a late fetch would move aside the
+    # copy another process had just put in place and was already using.
+    with cache_lock(root):
+        if target.is_dir():
+            problems = _problems(target)
+            if not problems:
+                return target
+            log.warning("cached default weights in %s are unusable (%s): fetching them again", target, "; ".join(problems))
+        return _fetch(root, target)
+
+
+@contextlib.contextmanager
+def cache_lock(directory: Path):
+    """An exclusive lock on a cache folder, held across processes (released when the process dies)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _fetch(root: Path, target: Path) -> Path:
     # The staging directory is a sibling of the target so the final rename stays on one filesystem.
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=root) as staging_name:
         staging = Path(staging_name)

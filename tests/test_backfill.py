@@ -44,10 +44,17 @@ def test_backfill_of_two_cameras_materializes_both(tmp_path):
         if len(runs) == 2 and all(r.is_finished for r in runs):
             break
         time.sleep(2)
+    errors = [
+        event.message
+        for run in runs
+        if run.status != DagsterRunStatus.SUCCESS
+        for event in instance.all_logs(run.run_id)
+        if event.level >= 40  # logging.ERROR
+    ]
     assert sorted((r.tags["dagster/partition"], r.status) for r in runs) == [
         ("cam-1", DagsterRunStatus.SUCCESS),
         ("cam-2", DagsterRunStatus.SUCCESS),
-    ]
+    ], "\n".join(errors)
     assert all("dagster/backfill" in r.tags for r in runs)
     for camera in ("cam-1", "cam-2"):
         assert (tmp_path / "out" / "events" / f"camera_id={camera}" / "data.parquet").is_file()
