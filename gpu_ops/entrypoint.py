@@ -76,7 +76,6 @@ def run(pipes: PipesContext) -> dict:
             ),
             log=pipes.log.info,
             shard_keys=extras.get("shard_keys"),
-            max_media=extras.get("max_media"),
         )
     elif stage == "classify":
         from gpu_ops.classifier import load_classifier

@@ -136,5 +136,6 @@ TABLES = {
 DETECTION_CATEGORIES = ("animal", "person", "vehicle")
 
 
+
 def empty(schema: pa.Schema) -> pa.Table:
     return schema.empty_table()

@@ -163,14 +163,13 @@ def run_stage1(
     profile,
     detector_factory: Callable,
     log: Callable[[str], None] = print,
-    max_media: int | None = None,
     shard_keys: list[str] | None = None,
 ) -> StageStats:
     """Detect and crop every pending media of a camera; returns what was done.
 
     ``shard_keys`` (sha256s) restricts the work to one Batch job's share of a sharded camera: the
     launcher fixes each share before any job starts, so shards that start late or are retried never
-    shift into each other's media. ``max_media`` stops after that many media (to test resuming).
+    shift into each other's media.
     """
     s1, crop_cfg = profile.pipeline.stage1, profile.pipeline.crops
     sig, _ = stage1_signature(profile)
@@ -189,8 +188,6 @@ def run_stage1(
     if shard_keys is not None:
         wanted = set(shard_keys)
         pending = [m for m in pending if m["sha256"] in wanted]
-    if max_media is not None:
-        pending = pending[:max_media]
     if not pending:
         log(f"camera {camera_id}: nothing to detect ({stats.media_skipped} media already done)")
         return stats

@@ -194,10 +194,7 @@ def _output_tables(output) -> dict:
     from odins_ravne_assets.hugin.deployments import DEPLOYMENTS
 
     wanted = {**schemas.TABLES, "deployments": DEPLOYMENTS}
-    tables = {}
-    for name, schema in wanted.items():
-        table = output.read_parquet(name)
-        tables[name] = table if table is not None else schema.empty_table()
+    tables = {name: output.read_parquet(name, empty=schema) for name, schema in wanted.items()}
     if tables["media"].num_rows == 0:
         raise FileNotFoundError(f"no results under {output.root}: run `odins-ravne process INPUT --out {output.root}` first")
     return tables

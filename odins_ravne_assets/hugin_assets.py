@@ -56,18 +56,16 @@ def read_deployments(pipeline: PipelineResource):
 def condensed_reports(context: AssetExecutionContext, pipeline: PipelineResource) -> MaterializeResult:
     camera_id = validate_camera_id(context.partition_key)
     output, settings = pipeline.output, pipeline.settings.pipeline.events
-    detections = output.read_parquet(f"detections/camera_id={camera_id}")
-    labels = output.read_parquet(f"species_labels/camera_id={camera_id}")
+    detections = output.read_parquet(f"detections/camera_id={camera_id}", empty=schemas.DETECTIONS)
+    labels = output.read_parquet(f"species_labels/camera_id={camera_id}", empty=schemas.SPECIES_LABELS)
     media = output.read_parquet(f"media/camera_id={camera_id}")
     deployments = build_deployments(media, read_deployments(pipeline), camera_id=camera_id)
     output.write_parquet(partition_key("deployments", camera_id), deployments)
     # Events are cut on the corrected clock: a camera 5 minutes slow must not split or merge visits.
     media_fixed = apply_clock_offsets(media, deployments)
-    detections_fixed = apply_clock_offsets(
-        detections if detections is not None else schemas.empty(schemas.DETECTIONS), deployments
-    )
+    detections_fixed = apply_clock_offsets(detections, deployments)
     events = condense_events(
-        labels if labels is not None else schemas.empty(schemas.SPECIES_LABELS),
+        labels,
         detections_fixed,
         window_minutes=settings.compression_window,
         min_confidence=settings.min_confidence,
@@ -107,11 +105,10 @@ def condensed_reports(context: AssetExecutionContext, pipeline: PipelineResource
 )
 def gps_clusters(context: AssetExecutionContext, pipeline: PipelineResource) -> MaterializeResult:
     output, settings = pipeline.output, pipeline.settings.pipeline.clusters
-    media = output.read_parquet("media")
-    deployments = output.read_parquet("deployments")
-    media = media if media is not None else schemas.empty(schemas.MEDIA)
+    media = output.read_parquet("media", empty=schemas.MEDIA)
+    deployments = output.read_parquet("deployments", empty=DEPLOYMENTS)
     clustering = cluster_locations(
-        deployment_locations(deployments if deployments is not None else schemas.empty(DEPLOYMENTS), media),
+        deployment_locations(deployments, media),
         min_cluster_size=settings.min_cluster_size,
         min_samples=settings.min_samples,
         max_site_radius_m=settings.max_site_radius_m,
@@ -138,15 +135,13 @@ def gps_clusters(context: AssetExecutionContext, pipeline: PipelineResource) -> 
 )
 def reports(context: AssetExecutionContext, pipeline: PipelineResource) -> MaterializeResult:
     output, profile = pipeline.output, pipeline.settings
-    events = output.read_parquet("events")
-    events = events if events is not None else schemas.empty(schemas.EVENTS)
+    events = output.read_parquet("events", empty=schemas.EVENTS)
     media = output.read_parquet("media")
-    deployments = output.read_parquet("deployments")
-    clusters = output.read_parquet("clusters")
-    effort = trap_nights(deployments if deployments is not None else schemas.empty(DEPLOYMENTS), media)
-    sites, site_species = site_summary(events, clusters if clusters is not None else schemas.empty(schemas.CLUSTERS), effort)
+    deployments = output.read_parquet("deployments", empty=DEPLOYMENTS)
+    clusters = output.read_parquet("clusters", empty=schemas.CLUSTERS)
+    sites, site_species = site_summary(events, clusters, trap_nights(deployments, media))
     hidden = sensitive_cameras(events, profile.pipeline.sensitive_species)
-    shown_clusters = generalize_locations(clusters, hidden) if clusters is not None else None
+    shown_clusters = generalize_locations(clusters, hidden)
     with tempfile.TemporaryDirectory() as tmp:
         written = write_reports(tmp, events=events, clusters=shown_clusters, media=media, sites=sites, site_species=site_species)
         for file in sorted(Path(tmp).rglob("*")):

@@ -165,15 +165,16 @@ class Storage:
             tmp.flush()
             yield Path(tmp.name)
 
-    def read_parquet(self, prefix: str) -> pa.Table | None:
-        """All Parquet files under ``prefix`` as one table, or None when there are none."""
+    def read_parquet(self, prefix: str, *, empty: pa.Schema | None = None) -> pa.Table | None:
+        """All Parquet files under ``prefix`` as one table; when there are none, an empty table of
+        the ``empty`` schema if one is given, else None."""
         tables = [
             pq.read_table(io.BytesIO(self.read_bytes(info.key)))
             for info in self.list(prefix)
             if info.key.endswith(".parquet")
         ]
         if not tables:
-            return None
+            return empty.empty_table() if empty is not None else None
         return pa.concat_tables(tables, promote_options="default")
 
     # -- writing --------------------------------------------------------------------------------

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import boto3
 import pyarrow as pa
-import pytest
 
+from odin_support import moto_endpoint  # noqa: F401  (a real S3 endpoint on loopback)
 from resources.storage import Storage
 
 
@@ -23,29 +21,11 @@ def test_local_writes_are_atomic_and_hidden_files_are_not_listed(tmp_path):
     assert store.read_parquet("missing") is None
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    old = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="eu-north-1")
-    yield f"http://{host}:{port}"
-    server.stop()
-    for key, value in old.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
-def test_s3_round_trip_through_a_real_endpoint(s3_endpoint):
-    boto3.client("s3", endpoint_url=s3_endpoint, region_name="eu-north-1").create_bucket(
+def test_s3_round_trip_through_a_real_endpoint(moto_endpoint):
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="eu-north-1").create_bucket(
         Bucket="traps", CreateBucketConfiguration={"LocationConstraint": "eu-north-1"}
     )
-    store = Storage("s3://traps/season-1", endpoint_url=s3_endpoint)
+    store = Storage("s3://traps/season-1", endpoint_url=moto_endpoint)
     store.write_bytes("cam-1/IMG_1.JPG", b"one")
     store.write_bytes("cam-1/sub/IMG_2.JPG", b"two")
     store.write_bytes("cam-2/IMG_1.JPG", b"three")
@@ -60,13 +40,12 @@ def test_s3_round_trip_through_a_real_endpoint(s3_endpoint):
     assert store.delete_prefix("cam-1") == 2
 
 
-def test_the_pipeline_reads_and_writes_s3(s3_endpoint, tmp_path, monkeypatch, dagster_home, capsys):
+def test_the_pipeline_reads_and_writes_s3(moto_endpoint, tmp_path, monkeypatch, dagster_home, capsys):
     """Cards uploaded to S3, results written to S3, Stage 3 queried from a downloaded copy."""
     from conftest import ASSETS, write_jpeg
     from odins_ravne_assets.cli import main
 
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="eu-north-1")
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="eu-north-1")
     s3.create_bucket(Bucket="cards", CreateBucketConfiguration={"LocationConstraint": "eu-north-1"})
     photo = write_jpeg(ASSETS / "zidane.jpg", tmp_path / "a.jpg", when="2026:06:01 05:30:00", scale=0.4)
     s3.upload_file(str(photo), "cards", "season-1/cam-s3/IMG_0001.JPG")

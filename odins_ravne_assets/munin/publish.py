@@ -108,7 +108,7 @@ def species_table(output, camera_id: str, profile) -> pa.Table:
     crops = output.read_parquet(f"crops/camera_id={camera_id}")
     work = WorkState(output, work_prefix("classify", stage2_signature(profile), camera_id)).results()
     if crops is None or work is None:
-        return schemas.empty(schemas.SPECIES_LABELS)
+        return schemas.SPECIES_LABELS.empty_table()
     labels = {row["detection_id"]: row for row in work.to_pylist()}
     rows = []
     for crop in crops.to_pylist():
