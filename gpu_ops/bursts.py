@@ -180,7 +180,9 @@ def assign_bursts(media: pa.Table, *, max_gap_s: float = 3.0, max_frames: int = 
             _close([i], rows, burst_of, used)
 
     for indices in by_camera.values():
-        indices.sort(key=lambda i: (rows[i]["timestamp"], rows[i].get("maker_sequence") or 0, rows[i]["file_path"]))
+        # Within one second the file name orders frames (traps number them in shooting order); the
+        # counter must not, or the last frame of one trigger and the first of the next swap places.
+        indices.sort(key=lambda i: (rows[i]["timestamp"], rows[i]["file_path"]))
         current: list[int] = []
         for i in indices:
             if current and _opens_new_burst(rows[current[-1]], rows[i], len(current), max_gap_s, max_frames):

@@ -210,3 +210,23 @@ def test_a_single_camera_folder_given_directly_is_processed_as_that_camera(tmp_p
     assert main(["process", str(folder), "--out", str(out), "--quiet"]) == 0
     assert "processing it as camera 'cam-solo'" in capsys.readouterr().err
     assert (out / "detections" / "camera_id=cam-solo" / "data.parquet").is_file()
+
+
+def test_the_cameras_own_burst_counter_groups_frames_in_the_manifest(tmp_path):
+    """Two triggers within a second: the clock cannot tell them apart, the 'Seq n/3' counter can."""
+    from PIL import Image
+
+    from odins_ravne_assets.munin.ingest import build_manifest
+
+    camera = tmp_path / "in" / "cam-seq"
+    camera.mkdir(parents=True)
+    photo = Image.open(ASSETS / "bus.jpg").convert("RGB").resize((160, 120))
+    for i in range(6):
+        exif = Image.Exif()
+        exif[0x010E] = f"Seq {i % 3 + 1}/3"  # ImageDescription, as some makers write it
+        exif.get_ifd(0x8769)[0x9003] = f"2026:06:01 05:30:{i // 2:02d}"
+        photo.save(camera / f"IMG_{i:04d}.JPG", exif=exif)
+    manifest, figures = build_manifest(Storage(str(camera)), "cam-seq", Storage(str(tmp_path / "out")))
+    bursts = [(r["file_path"], r["burst_index"], r["burst_size"]) for r in manifest.to_pylist()]
+    assert figures["bursts"] == 2
+    assert [b[1] for b in bursts] == [0, 1, 2, 0, 1, 2] and {b[2] for b in bursts} == {3}

@@ -15,11 +15,12 @@ from typing import Callable
 import pyarrow as pa
 
 from gpu_ops import schemas
-from gpu_ops.bursts import BURST_SCHEMA, assign_bursts
+from gpu_ops.bursts import BURST_SCHEMA, MAKER_SEQUENCE_FIELDS, assign_bursts, read_maker_sequence
 from gpu_ops.media import media_type_for, probe_media
 
-# The probe cache: the media row plus what says whether the file changed.
-CACHE_SCHEMA = schemas.MEDIA.append(pa.field("mtime", pa.float64()))
+# The probe cache: the media row, the camera's own burst counter where it writes one, and what says
+# whether the file changed.
+CACHE_SCHEMA = pa.schema([*schemas.MEDIA, *(pa.field(n, t) for n, t in MAKER_SEQUENCE_FIELDS), pa.field("mtime", pa.float64())])
 
 
 def cache_key(camera_id: str) -> str:
@@ -38,8 +39,9 @@ def build_manifest(
 ) -> tuple[pa.Table, dict]:
     """The camera's ``media`` table and figures about how it was built.
 
-    Bursts (the frames of one trigger) are assigned over the whole camera each time, from EXIF time:
-    a new file can join or open a burst, so they are never taken from the cache.
+    Bursts (the frames of one trigger) are assigned over the whole camera each time, from the camera's
+    own burst counter where it writes one (Reconyx MakerNotes, "Seq 2/3" texts) and EXIF time: a new
+    file can join or open a burst, so they are never taken from the cache.
     """
     previous = {}
     if output_storage.exists(cache_key(camera_id)):
@@ -59,6 +61,9 @@ def build_manifest(
             if camera_storage.is_s3:  # the temporary copy's own time means nothing
                 os.utime(path, (info.mtime, info.mtime))
             row = probe_media(path, camera_id=camera_id, file_path=info.key)
+            sequence = read_maker_sequence(path) if row["status"] == "ok" and row["media_type"] == "image" else None
+        if sequence is not None:
+            row.update(maker_sequence=sequence.index, maker_sequence_length=sequence.length, maker_event=sequence.event)
         row["mtime"] = info.mtime
         return row
 
@@ -71,8 +76,8 @@ def build_manifest(
     rows = sorted(reused + probed, key=lambda r: r["file_path"])
     cache = pa.Table.from_pylist(rows, schema=CACHE_SCHEMA)
     output_storage.write_parquet(cache_key(camera_id), cache)
-    manifest = cache.drop_columns(["mtime"])
-    bursts = assign_bursts(manifest, max_gap_s=burst_gap_s, max_frames=burst_max_frames)
+    bursts = assign_bursts(cache, max_gap_s=burst_gap_s, max_frames=burst_max_frames)
+    manifest = cache.select(schemas.MEDIA.names)
     for name in BURST_SCHEMA.names:
         manifest = manifest.set_column(manifest.schema.get_field_index(name), name, bursts.column(name))
     failed = [r for r in rows if r["status"] != "ok"]
