@@ -136,6 +136,12 @@ def _intersection(a: Box, b: Box) -> float:
     return max(0.0, ix) * max(0.0, iy)
 
 
+def share_inside(box: Box, outer: Box) -> float:
+    """The share of ``box``'s area that lies inside ``outer``."""
+    area = box[2] * box[3]
+    return _intersection(box, outer) / area if area > 0 else 0.0
+
+
 def _agree(a: Box, b: Box, min_iou: float, min_cover: float, max_area_ratio: float = 4.0) -> bool:
     """Two boxes show the same thing: they overlap enough, or one mostly covers the other and they
     are of a size. The size condition matters: a large animal's box must not swallow the small

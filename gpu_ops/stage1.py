@@ -25,7 +25,7 @@ from PIL import Image
 from gpu_ops import media as media_io
 from gpu_ops.cropper import crop_detection, encode_jpeg
 from gpu_ops.engine import run_detection
-from gpu_ops.fusion import BurstConfig, fuse_burst
+from gpu_ops.fusion import BurstConfig, fuse_burst, share_inside
 from gpu_ops.workstate import WorkState, signature, work_prefix
 
 # One row per detection, per unique media content; the published table adds file path and time.
@@ -308,14 +308,7 @@ PART_OF_DETECTION = 0.7
 def _without_parts(fused: list) -> list:
     """Drop motion-only boxes that are parts of a detector box; detector boxes keep their indices."""
     boxes = [d.bbox for d in fused if d.source != "motion"]
-
-    def inside(box, outer) -> float:
-        ix = min(box[0] + box[2], outer[0] + outer[2]) - max(box[0], outer[0])
-        iy = min(box[1] + box[3], outer[1] + outer[3]) - max(box[1], outer[1])
-        area = box[2] * box[3]
-        return max(0.0, ix) * max(0.0, iy) / area if area > 0 else 0.0
-
-    return [d for d in fused if d.source != "motion" or all(inside(d.bbox, b) < PART_OF_DETECTION for b in boxes)]
+    return [d for d in fused if d.source != "motion" or all(share_inside(d.bbox, b) < PART_OF_DETECTION for b in boxes)]
 
 
 def _fuse_bursts(images, input_storage, detector, crop_cfg, burst_cfg, found, failures, stats):

@@ -41,6 +41,7 @@ import numpy as np
 import pyarrow as pa
 
 from gpu_ops import schemas
+from gpu_ops.fusion import share_inside
 
 # Stage 2 does not always label people and vehicles; these are the names their events carry then.
 _DEFAULT_NAMES = {
@@ -225,19 +226,13 @@ NESTED_SHARE = 0.7
 
 def _individuals(boxes: list[tuple[float, float, float, float] | None]) -> int:
     """How many animals a frame's boxes of one species show: nested boxes count once."""
-    def inside(box, outer) -> float:
-        ix = min(box[0] + box[2], outer[0] + outer[2]) - max(box[0], outer[0])
-        iy = min(box[1] + box[3], outer[1] + outer[3]) - max(box[1], outer[1])
-        area = box[2] * box[3]
-        return max(0.0, ix) * max(0.0, iy) / area if area > 0 else 0.0
-
     count = 0
     for i, box in enumerate(boxes):
         if box is None:
             count += 1
             continue
         larger = [o for j, o in enumerate(boxes) if j != i and o is not None and o[2] * o[3] > box[2] * box[3]]
-        if all(inside(box, o) < NESTED_SHARE for o in larger):
+        if all(share_inside(box, o) < NESTED_SHARE for o in larger):
             count += 1
     return count
 
