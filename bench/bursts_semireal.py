@@ -28,7 +28,6 @@ writes the images and ``observations.csv`` (Camtrap DP) under ``--out``, runs
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
 import os
@@ -39,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gpu_ops.burst_scenes import draw_info_bars, exif_bytes
+from gpu_ops.burst_scenes import draw_info_bars, exif_bytes, truth_rows, write_truth
 
 # The ocelot in the biodex frame (800 x 600), normalized x, y, w, h: ear tips to paws, nose to tail.
 OCELOT_BOX = (0.419, 0.147, 0.479, 0.598)
@@ -146,18 +145,8 @@ def write_set(out: Path, sources: Path, *, bursts_per_scene: int, n_frames: int,
                 buffer = io.BytesIO()
                 Image.fromarray(frame).convert("RGB").save(buffer, "JPEG", quality=90, exif=exif_bytes(start + timedelta(seconds=k)))
                 (out / rel).write_bytes(buffer.getvalue())
-                if not boxes:
-                    rows.append({"mediaID": rel, "filePath": rel, "observationType": "blank",
-                                 "bboxX": "", "bboxY": "", "bboxWidth": "", "bboxHeight": ""})
-                for box in boxes:
-                    rows.append({"mediaID": rel, "filePath": rel, "observationType": "animal",
-                                 **dict(zip(("bboxX", "bboxY", "bboxWidth", "bboxHeight"), (f"{v:.5f}" for v in box)))})
-    truth_csv = out / "observations.csv"
-    with open(truth_csv, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return truth_csv
+                rows.extend(truth_rows(rel, boxes))
+    return write_truth(out / "observations.csv", rows)
 
 
 def main(argv: list[str] | None = None) -> int:

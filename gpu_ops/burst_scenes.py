@@ -224,20 +224,29 @@ def write_set(out: Path, *, bursts_per_kind: int = 4, n_frames: int = 5, seed: i
                 buffer = io.BytesIO()
                 Image.fromarray(frame).save(buffer, "JPEG", quality=88, exif=exif_bytes(when))
                 (camera / name).write_bytes(buffer.getvalue())
-                media_id = f"{camera.name}/{name}"
-                if not boxes:
-                    rows.append({"observationID": f"{media_id}#blank", "mediaID": media_id, "filePath": media_id,
-                                 "observationType": "blank", "bboxX": "", "bboxY": "", "bboxWidth": "", "bboxHeight": ""})
-                for j, (x, y, bw, bh) in enumerate(boxes):
-                    rows.append({"observationID": f"{media_id}#{j}", "mediaID": media_id, "filePath": media_id,
-                                 "observationType": "animal", "bboxX": f"{x:.5f}", "bboxY": f"{y:.5f}",
-                                 "bboxWidth": f"{bw:.5f}", "bboxHeight": f"{bh:.5f}"})
-    truth = out / "observations.csv"
-    with open(truth, "w", newline="") as handle:
+                rows.extend(truth_rows(f"{camera.name}/{name}", boxes))
+    return write_truth(out / "observations.csv", rows)
+
+
+def truth_rows(media_id: str, boxes) -> list[dict]:
+    """Camtrap DP observation rows of one image's true boxes; one blank row when it has none."""
+    if not boxes:
+        return [{"observationID": f"{media_id}#blank", "mediaID": media_id, "filePath": media_id,
+                 "observationType": "blank", "bboxX": "", "bboxY": "", "bboxWidth": "", "bboxHeight": ""}]
+    return [
+        {"observationID": f"{media_id}#{j}", "mediaID": media_id, "filePath": media_id, "observationType": "animal",
+         "bboxX": f"{x:.5f}", "bboxY": f"{y:.5f}", "bboxWidth": f"{bw:.5f}", "bboxHeight": f"{bh:.5f}"}
+        for j, (x, y, bw, bh) in enumerate(boxes)
+    ]
+
+
+def write_truth(path: Path, rows: list[dict]) -> Path:
+    """The ground truth as ``observations.csv``, the file ``python -m gpu_ops.evaluate`` reads."""
+    with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    return truth
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:

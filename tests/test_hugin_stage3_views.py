@@ -29,13 +29,19 @@ def survey():
     return media, detections, labels, events, clustering
 
 
-def database(tmp_path, with_parquet: bool, materialize: bool = False):
+def survey_connection():
+    """An in-memory database with the survey's pipeline tables as views, as Stage 3 has them."""
     media, detections, labels, events, clustering = survey()
     con = duckdb.connect()
     for name, t in (("media", media), ("detections", detections), ("species_labels", labels),
                     ("events", events), ("clusters", clustering.table)):
         con.register(f"{name}_arrow", t)
         con.execute(f"CREATE VIEW {name} AS SELECT * FROM {name}_arrow")
+    return con, (media, detections, labels, events, clustering)
+
+
+def database(tmp_path, with_parquet: bool, materialize: bool = False):
+    con, (media, detections, labels, events, clustering) = survey_connection()
     path = None
     if with_parquet:
         import pyarrow.parquet as pq
@@ -89,12 +95,7 @@ def test_the_five_analyst_questions_run_and_answer(tmp_path):
 
 def test_the_view_bodies_fit_the_stage3_builder(tmp_path):
     """build_stage3(extra_views=...) creates each as CREATE VIEW name AS <select>."""
-    media, detections, labels, events, clustering = survey()
-    con = duckdb.connect()
-    for name, t in (("media", media), ("detections", detections), ("species_labels", labels),
-                    ("events", events), ("clusters", clustering.table)):
-        con.register(f"{name}_arrow", t)
-        con.execute(f"CREATE VIEW {name} AS SELECT * FROM {name}_arrow")
+    con, (media, detections, labels, events, clustering) = survey_connection()
     for name, select in extra_views(deployments_from_media=True).items():
         con.execute(f'CREATE VIEW "{name}" AS {select}')
     assert con.execute("SELECT count(*) FROM sites").fetchone() == (2,)
