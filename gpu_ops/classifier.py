@@ -14,6 +14,7 @@ People and vehicles are never sent to a species model: they map to *Homo sapiens
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,12 +60,13 @@ def taxon_for_label(label: str, category: str) -> Taxon:
     return COCO_TAXONOMY.get(label.lower(), Taxon(label, None, None, None))
 
 
-class Classifier:
+class Classifier(abc.ABC):
     name: str = "classifier"
     needs_images: bool = True
 
+    @abc.abstractmethod
     def classify(self, detections: list[dict], crops: list[np.ndarray | None]) -> list[tuple[Taxon, float]]:
-        raise NotImplementedError
+        """A taxon and a score for each detection (and its crop, when ``needs_images``)."""
 
 
 class CocoTaxonomyClassifier(Classifier):

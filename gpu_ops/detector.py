@@ -31,6 +31,7 @@ original image as MegaDetector-style ``(x, y, w, h)`` normalized to [0, 1], orig
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import logging
 import math
@@ -172,7 +173,7 @@ def resolve_device(device: str) -> str:
     return device
 
 
-class Detector:
+class Detector(abc.ABC):
     """Base class: subclasses implement ``_infer`` on letterboxed canvases."""
 
     name: str
@@ -220,8 +221,9 @@ class Detector:
         return results
 
     # --- for subclasses -------------------------------------------------------------------
+    @abc.abstractmethod
     def _infer(self, canvases: list[np.ndarray], boxes: list[Letterbox]) -> list[list[Detection]]:
-        raise NotImplementedError
+        """Detections for a batch of letterboxed canvases, mapped back through their boxes."""
 
     def warm_up(self) -> None:
         self.detect([np.full((self.image_size, self.image_size, 3), 100, dtype=np.uint8)])
