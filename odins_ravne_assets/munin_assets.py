@@ -171,9 +171,11 @@ def _recut_missing_crops(camera_id: str, table: pa.Table, output, camera_input, 
     """Crops are written by Stage 1; a crop file missing since (deleted, or detections imported from
     a MegaDetector file) is cut here from its media. Returns the index with sizes filled in."""
     rows = table.to_pylist()
-    missing = [row for row in rows if not output.exists(row["crop_path"])]
+    # One listing of the camera's crop folder, not one existence check per crop (an S3 HEAD each).
+    present = {info.key for info in output.list(f"crops/camera_id={camera_id}")}
+    missing = [row for row in rows if row["crop_path"] not in present]
     for row in rows:
-        if row["width"] is None and row not in missing:  # cut by an earlier run of this asset
+        if row["width"] is None and row["crop_path"] in present:  # cut by an earlier run of this asset
             with Image.open(io.BytesIO(output.read_bytes(row["crop_path"]))) as crop_file:
                 row["width"], row["height"] = crop_file.size
     if not missing:
