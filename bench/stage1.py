@@ -9,7 +9,9 @@ its peak memory is its own:
 * ``baseline``: what a user writes without us: open each full-size image with Pillow, call the
   detector on it alone, cut the crops from the array it holds and write them;
 * ``engine``: ``gpu_ops.engine.run_detection`` end to end (decode, detect, crops written);
-* ``limit``: the model alone on already-decoded, already-letterboxed batches.
+* ``limit``: the model alone on already-decoded, already-letterboxed batches. Its inputs come from
+  the engine's reduced decode; both that decode and the model are timed in CPU, which gives the
+  ``ceiling``: the best engine/limit any engine can reach on this machine (``engine_ceiling``).
 
 Detector settings default to the profiles' Stage 1 values (default model, backend auto, thresholds
 0.1 / 0.45, batch 16, crops from confidence 0.2) at image size 416, with crops capped at 1024
@@ -189,12 +191,20 @@ def _phase(args: argparse.Namespace) -> dict:
         extra = {"engine_stats": stats.as_dict()}
 
     elif args.phase == "limit":
-        prepared = [detector.prepare(np.asarray(Image.open(p).convert("RGB"))) for p in files]
-        started = time.perf_counter()
+        from gpu_ops.engine import decode_for_detection
+
+        # The inputs come from the engine's own reduced decode, timed in CPU: the least work any
+        # path must do per file before the model can see it (entropy decoding is most of it).
+        cpu = time.process_time()
+        prepared = [decode_for_detection(p, detector) for p in files]
+        decode_cpu = time.process_time() - cpu
+        cpu, started = time.process_time(), time.perf_counter()
         for start in range(0, len(prepared), args.batch_size):
             chunk = prepared[start : start + args.batch_size]
-            detector.detect_prepared([c for c, _ in chunk], [b for _, b in chunk])
+            detector.detect_prepared([d.canvas for d in chunk], [d.box for d in chunk])
         seconds = time.perf_counter() - started
+        model_cpu = time.process_time() - cpu
+        extra = {"cpu_ms_per_image": {"model": 1000 * model_cpu / len(files), "reduced_decode_and_letterbox": 1000 * decode_cpu / len(files)}}
     else:
         raise SystemExit(f"unknown phase {args.phase!r}")
 
@@ -220,6 +230,21 @@ def _detector_args(args: argparse.Namespace) -> list[str]:
     return ["--model", args.model, "--backend", args.backend, "--image-size", str(args.image_size), "--conf", str(args.conf),
             "--iou", str(args.iou), "--batch-size", str(args.batch_size), "--crop-min-conf", str(args.crop_min_conf),
             "--decode-workers", str(args.decode_workers), "--crop-max-side", str(args.crop_max_side)]
+
+
+def engine_ceiling(limit: dict) -> dict:
+    """The best engine/limit this machine allows, from the CPU times measured in the limit phase.
+
+    An engine must at least decode each file to the model's input and run the model; on a machine
+    without a GPU both take CPU, so with every core busy and crops costing nothing it reaches at
+    most ``cores / (model + decode)`` images per second. On a GPU the model's CPU share is near zero
+    and the ceiling is 1 as long as the decode threads outpace the GPU.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    model, decode = limit["cpu_ms_per_image"]["model"], limit["cpu_ms_per_image"]["reduced_decode_and_letterbox"]
+    best = min(limit["images_per_s"], 1000 * cores / (model + decode))
+    return {"cores": cores, "model_cpu_ms": model, "decode_cpu_ms": decode, "images_per_s": best,
+            "engine/limit": best / limit["images_per_s"]}
 
 
 # --- agreement between the engine and the baseline ------------------------------------------
@@ -325,6 +350,7 @@ def main(argv: list[str] | None = None) -> None:
             "engine/baseline": phases["engine"]["images_per_s"] / phases["baseline"]["images_per_s"],
             "engine/limit": phases["engine"]["images_per_s"] / phases["limit"]["images_per_s"],
         }
+        ceiling = engine_ceiling(phases["limit"])
         print(f"\n{spec}: {args.count} images, {phases['baseline']['detector']}")
         for phase, result in phases.items():
             print(f"  {phase:<9} {result['images_per_s']:7.2f} images/s   peak memory {result['peak_rss_mb']:7.0f} MB"
@@ -338,7 +364,11 @@ def main(argv: list[str] | None = None) -> None:
               f"{agreement['miss_count'] - agreement['unpaired']} paired but conf off by more than 0.02; over the pairs: "
               f"worst IoU {agreement['worst_iou']}, worst conf delta {agreement['worst_conf_delta']}")
         print("  " + "  ".join(f"{name}={value:.2f} (target {TARGETS[name]})" for name, value in ratios.items()))
-        entry = {"phases": phases, "ratios": ratios, "agreement": agreement}
+        print(f"  ceiling: the model takes {ceiling['model_cpu_ms']:.1f} CPU-ms per image and the reduced decode + letterbox "
+              f"{ceiling['decode_cpu_ms']:.1f}; on {ceiling['cores']} cores no engine passes {ceiling['images_per_s']:.1f} images/s, "
+              f"engine/limit <= {ceiling['engine/limit']:.2f} even with free crops (the engine reaches "
+              f"{ratios['engine/limit'] / ceiling['engine/limit']:.0%} of that)")
+        entry = {"phases": phases, "ratios": ratios, "agreement": agreement, "ceiling": ceiling}
         if headline is None and args.crop_max_side and not args.no_full_crops:
             # The same pair with crops at full resolution: what the cap buys, measured in the same run.
             full_args = argparse.Namespace(**{**vars(args), "crop_max_side": 0})
