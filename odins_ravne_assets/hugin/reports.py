@@ -294,6 +294,19 @@ def _group(species: str, top: list[str]) -> str:
     return species if species in top else "other"
 
 
+def _stacked_species_bars(ax, timed: list[dict], top: list[str], key, positions: list, **bar_options) -> None:
+    """Events counted per ``key(start)`` at each of ``positions``, one stacked bar per position with
+    a layer per species group (the ``top`` species, then "other"); y-axis headroom for the legend."""
+    totals = [0] * len(positions)
+    groups = top + (["other"] if any(e["species"] not in top for e in timed) else [])
+    for i, group in enumerate(groups):
+        counts = Counter(key(e["start"]) for e in timed if _group(e["species"], top) == group)
+        values = [counts.get(position, 0) for position in positions]
+        ax.bar(positions, values, bottom=totals, color=COLORS[i % len(COLORS)], label=group, **bar_options)
+        totals = [total + value for total, value in zip(totals, values)]
+    ax.set_ylim(0, max(totals) * 1.3 + 0.5)
+
+
 def _empty(ax, text: str = "no animal events yet") -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", color="#888", transform=ax.transAxes)
     ax.set_xticks([])
@@ -329,14 +342,7 @@ def _plot_activity(animal: list[dict], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
     timed = [e for e in animal if e["start"] is not None]
     if timed:
-        bottom = [0] * 24
-        groups = top + (["other"] if any(e["species"] not in top for e in timed) else [])
-        for i, group in enumerate(groups):
-            hours = Counter(e["start"].hour for e in timed if _group(e["species"], top) == group)
-            values = [hours.get(h, 0) for h in range(24)]
-            ax.bar(range(24), values, bottom=bottom, color=COLORS[i % len(COLORS)], label=group, width=0.85)
-            bottom = [b + v for b, v in zip(bottom, values)]
-        ax.set_ylim(0, max(bottom) * 1.3 + 0.5)  # headroom for the legend
+        _stacked_species_bars(ax, timed, top, lambda t: t.hour, list(range(24)), width=0.85)
         ax.set_xticks(range(0, 24, 3))
         ax.set_xlim(-0.6, 23.6)
         ax.set_xlabel("hour of day (camera local time)")
@@ -369,16 +375,7 @@ def _plot_timeline(animal: list[dict], path: Path) -> Path:
             return day - timedelta(days=day.weekday()) if unit == "week" else day  # weeks start on Monday
 
         bins = sorted({bucket(e["start"]) for e in timed})
-        bottom = {b: 0 for b in bins}
-        groups = top + (["other"] if any(e["species"] not in top for e in timed) else [])
-        for i, group in enumerate(groups):
-            counts = Counter(bucket(e["start"]) for e in timed if _group(e["species"], top) == group)
-            values = [counts.get(b, 0) for b in bins]
-            ax.bar(bins, values, bottom=[bottom[b] for b in bins], width=0.85 * bin_days,
-                   color=COLORS[i % len(COLORS)], label=group, align="edge")
-            for b, v in zip(bins, values):
-                bottom[b] += v
-        ax.set_ylim(0, max(bottom.values()) * 1.3 + 0.5)  # headroom for the legend
+        _stacked_species_bars(ax, timed, top, bucket, bins, width=0.85 * bin_days, align="edge")
         # A little room either side, so a single bar is not stretched across the whole axis.
         ax.set_xlim(bins[0] - timedelta(days=bin_days), bins[-1] + timedelta(days=2 * bin_days))
         locator = mdates.AutoDateLocator(maxticks=8)
