@@ -52,7 +52,8 @@ import torch
 import torchvision
 
 from gpu_ops.schemas import DETECTION_CATEGORIES
-from gpu_ops.weights import cache_lock, default_model_dir, fetch_default_weights, sha256_of
+from gpu_ops.fileio import sha256_file
+from gpu_ops.weights import cache_lock, default_model_dir, fetch_default_weights
 
 log = logging.getLogger("gpu_ops")
 
@@ -266,7 +267,7 @@ class DarknetDetector(Detector):
         self.labels = {i: name.strip() for i, name in enumerate(names) if name.strip()}
         self.categories = {i: c for i, name in self.labels.items() if (c := category_for_label(name))}
         self.name = "yolov3-tiny-coco"
-        digest = sha256_of(weights_dir / "yolov3-tiny.weights")[:16]
+        digest = sha256_file(weights_dir / "yolov3-tiny.weights")[:16]
         self.signature = f"{self.name}:{digest}:{image_size}:conf={conf_threshold}:iou={iou_threshold}"
         self.model = load_darknet(weights_dir / "yolov3-tiny.cfg", weights_dir / "yolov3-tiny.weights")
         self._runner = self._make_runner(backend)
@@ -520,7 +521,7 @@ class UltralyticsDetector(Detector):
             log.warning("%s: none of its labels (%s...) maps to animal/person/vehicle; it will detect nothing",
                         path.name, ", ".join(list(self.labels.values())[:5]))
         self.name = name or path.stem
-        digest = sha256_of(path)[:16] if path.is_file() else hashlib.sha256(str(path).encode()).hexdigest()[:16]
+        digest = sha256_file(path)[:16] if path.is_file() else hashlib.sha256(str(path).encode()).hexdigest()[:16]
         self.signature = f"{self.name}:{digest}:{image_size}:conf={conf_threshold}:iou={iou_threshold}"
 
     def _infer(self, canvases: list[np.ndarray], boxes: list[Letterbox]) -> list[list[Detection]]:
@@ -565,7 +566,7 @@ class MegaDetectorV5(Detector):
         self.device = device
         self.backend = "megadetector"
         self.name = path.stem
-        self.signature = f"{self.name}:{sha256_of(path)[:16]}:{image_size}:conf={conf_threshold}:iou={iou_threshold}"
+        self.signature = f"{self.name}:{sha256_file(path)[:16]}:{image_size}:conf={conf_threshold}:iou={iou_threshold}"
 
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         height, width = image.shape[:2]

@@ -7,7 +7,7 @@ job (the cloud profiles). Everything it needs arrives in the Pipes context extra
 ``camera_id``    the camera partition
 ``input_root``   where the camera folders are (local path or ``s3://``)
 ``output_root``  where tables, crops and checkpoints go
-``profile``      the profile as a dict (:func:`resources.profiles.profile_from_dict`)
+``profile``      the profile as a dict (:func:`gpu_ops.settings.profile_from_dict`)
 ``shard_keys``   optional: the sha256s of this job's share of the camera's pending media
 
 Logs stream back through Pipes; the stage's figures come back as one custom message. Bootstrap
@@ -29,8 +29,8 @@ from dagster_pipes import (
     open_dagster_pipes,
 )
 
-from resources.profiles import profile_from_dict
-from resources.storage import Storage
+from gpu_ops.settings import profile_from_dict
+from gpu_ops.storage import Storage
 
 
 def _pipes_io():

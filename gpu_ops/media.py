@@ -20,7 +20,6 @@ Decisions recorded here because the ``media`` schema depends on them:
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 import subprocess
@@ -36,6 +35,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from gpu_ops import schemas
+from gpu_ops.fileio import sha256_file
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".avi", ".mov", ".mkv", ".wmv", ".mts", ".m2ts", ".3gp"})
@@ -48,7 +48,6 @@ MAX_IMAGE_PIXELS = 150_000_000
 # Decoding a whole video to count frames is bounded: a camera-trap clip takes seconds.
 VIDEO_PROBE_TIMEOUT_S = 600.0
 
-_HASH_CHUNK = 1 << 20
 
 _EXIF_TIME_TAGS = (
     # (IFD holding the tag, time tag, sub-second tag)
@@ -122,14 +121,6 @@ def probe_media(path: Path, *, camera_id: str, file_path: str) -> dict[str, Any]
     except Exception as exc:  # noqa: BLE001 - any decoder error is a property of the file
         _mark_failed(row, f"{type(exc).__name__}: {exc}")
     return row
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_image(path: Path, *, max_side: int | None = None) -> np.ndarray:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import logging
 import os
 import shutil
@@ -23,6 +22,8 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+
+from gpu_ops.fileio import sha256_file
 
 log = logging.getLogger("gpu_ops")
 
@@ -58,14 +59,6 @@ def default_model_dir() -> Path:
     return Path.home() / ".cache" / "odins_ravne" / "models"
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _problems(directory: Path) -> list[str]:
     """What is wrong with a weights directory; empty when every file is present and intact."""
     problems = []
@@ -75,7 +68,7 @@ def _problems(directory: Path) -> list[str]:
             problems.append(f"{name} is missing")
         elif path.stat().st_size != expected_size:
             problems.append(f"{name} has {path.stat().st_size} bytes, expected {expected_size}")
-        elif sha256_of(path) != expected_sha:
+        elif sha256_file(path) != expected_sha:
             problems.append(f"{name} has the wrong sha256 (expected {expected_sha[:12]}...)")
     return problems
 

@@ -62,7 +62,7 @@ GROUP BY m.camera_id ORDER BY m.camera_id
 
 def process(input_root: str, output_root: str, *, camera_ids: list[str] | None = None, profile: str | None = None, quiet: bool = False) -> int:
     """Materialize every asset for the cameras under ``input_root``; returns the exit code."""
-    from resources.storage import Storage
+    from gpu_ops.storage import Storage
 
     os.environ["ODINS_RAVNE_INPUT"] = str(input_root)
     os.environ["ODINS_RAVNE_OUTPUT"] = str(output_root)
@@ -174,7 +174,7 @@ def process(input_root: str, output_root: str, *, camera_ids: list[str] | None =
 
 def query_command(sql: str, output_root: str) -> int:
     from resources.stage3 import query
-    from resources.storage import Storage
+    from gpu_ops.storage import Storage
 
     try:
         headers, rows = query(Storage(output_root), sql)
@@ -205,7 +205,7 @@ def export_command(kind: str, output_root: str, dest: str, *, camera_id: str | N
     from odins_ravne_assets.hugin.deployments import apply_clock_offsets
     from odins_ravne_assets.hugin.exports import export_camtrap_dp, export_megadetector, validate_camtrap_dp
     from resources.profiles import load_profile
-    from resources.storage import Storage
+    from gpu_ops.storage import Storage
 
     settings = load_profile(profile)
     try:
@@ -239,7 +239,7 @@ def import_command(json_path: str, input_root: str, output_root: str, camera_id:
     from odins_ravne_assets.munin.imports import import_megadetector
     from odins_ravne_assets.partitions import InvalidCameraId, validate_camera_id
     from resources.profiles import load_profile
-    from resources.storage import Storage
+    from gpu_ops.storage import Storage
 
     try:
         validate_camera_id(camera_id)

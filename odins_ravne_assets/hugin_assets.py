@@ -33,7 +33,7 @@ from odins_ravne_assets.partitions import cameras, validate_camera_id
 from resources.cost import COSTS
 from resources.pipeline import PipelineResource
 from resources.stage3 import DB_KEY, build_stage3
-from resources.storage import partition_key
+from gpu_ops.storage import partition_key
 
 DEPLOYMENTS_CSV = "deployments.csv"
 

@@ -31,7 +31,7 @@ from odins_ravne_assets.munin.publish import detections_table, species_table, st
 from odins_ravne_assets.partitions import cameras, validate_camera_id
 from resources.pipeline import PipelineResource
 from resources.runner import GpuStageRunner
-from resources.storage import partition_key
+from gpu_ops.storage import partition_key
 
 
 def markdown_table(rows: list[dict], limit: int = 50) -> str:

@@ -876,7 +876,7 @@ def run_stage_on_batch(context: Any, *, profile: Any, extras: Mapping[str, Any],
     """
     from resources.cost import CostResource
     from resources.sharding import plan_shards, work_state
-    from resources.storage import Storage
+    from gpu_ops.storage import Storage
 
     stage, camera_id = extras["stage"], extras["camera_id"]
     output_root = str(extras["output_root"])

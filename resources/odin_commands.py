@@ -42,7 +42,8 @@ def infra_deploy(
     echo: Echo = print,
 ) -> int:
     from resources import infra
-    from resources.profiles import ProfileError, load_profile
+    from gpu_ops.settings import ProfileError
+    from resources.profiles import load_profile
 
     try:
         settings = load_profile(profile)
@@ -102,7 +103,7 @@ def infra_teardown(*, profile: str = "cloud", stack_name: str = "odins-ravne", f
 def cost_report(*, output_root: str, profile: str = "cloud", by: str = "camera_id", echo: Echo = print) -> int:
     from resources.cost import COSTS, CostResource, report_rows, summarize
     from resources.profiles import load_profile
-    from resources.storage import Storage
+    from gpu_ops.storage import Storage
 
     if by not in ("camera_id", "run_id", "stage", "capacity"):
         return _err(f"--by {by!r}: use camera_id, run_id, stage or capacity")

@@ -6,8 +6,9 @@ from functools import cached_property
 
 from dagster import ConfigurableResource
 
-from resources.profiles import Profile, load_profile
-from resources.storage import Storage
+from gpu_ops.settings import Profile
+from resources.profiles import load_profile
+from gpu_ops.storage import Storage
 
 
 class PipelineResource(ConfigurableResource):

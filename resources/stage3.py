@@ -16,7 +16,7 @@ import duckdb
 import pyarrow as pa
 
 from gpu_ops import schemas
-from resources.storage import Storage
+from gpu_ops.storage import Storage
 
 DB_KEY = "stage3/odins_ravne.duckdb"
 

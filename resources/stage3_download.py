@@ -14,11 +14,11 @@ This module does not import Dagster.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 from urllib.parse import urlparse
 
+from gpu_ops.fileio import atomic_fill
 from resources.aws import aws_client
 
 DB_KEY = "stage3/odins_ravne.duckdb"
@@ -92,15 +92,7 @@ def download_stage3(s3_uri: str, local_dir: str | os.PathLike, *, client: Any = 
     for key, target, size in plan:
         if target.exists() and target.stat().st_size == size:
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                client.download_fileobj(bucket, key, handle)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_fill(target, lambda handle, key=key: client.download_fileobj(bucket, key, handle))
         fetched += 1
     if echo:
         echo(f"{fetched} file(s) downloaded, {len(plan) - fetched} already present, into {local}")

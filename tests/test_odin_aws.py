@@ -20,7 +20,7 @@ from resources.cost import BudgetExceeded, CostResource, PriceBook, check_budget
 from resources.profiles import load_profile
 from resources.s3_sensor import poll_s3, poll_sqs, run_key_for, s3_event
 from resources.stage3_download import UnsafeKeyError, download_stage3, safe_local_path
-from resources.storage import Storage
+from gpu_ops.storage import Storage
 
 ROOT = Path(__file__).resolve().parent.parent
 BUCKET = "odins-ravne-data"

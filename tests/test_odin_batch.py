@@ -27,7 +27,7 @@ from resources.batch_pipes import (
     retry_strategy,
 )
 from resources.sharding import pending_keys, plan_shards, shard_extras, work_state
-from resources.storage import Storage
+from gpu_ops.storage import Storage
 
 BUCKET = "odins-ravne-test"
 JOB_SCRIPT = str(Path(__file__).with_name("odin_job.py"))

@@ -12,7 +12,7 @@ import pytest
 
 from odin_support import REGION, moto_endpoint, moto_reset  # noqa: F401
 from resources import odin_commands
-from resources.storage import Storage
+from gpu_ops.storage import Storage
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,7 +16,7 @@ from resources.pipeline import PipelineResource
 from resources.profiles import load_profile
 from resources.runner import GpuStageRunner
 from resources.stage3 import query
-from resources.storage import Storage
+from gpu_ops.storage import Storage
 
 
 def sql(output, statement):

@@ -19,8 +19,9 @@ import pytest
 from PIL import ExifTags, Image, ImageDraw
 
 from gpu_ops import media
-from odins_ravne_assets import sample_data
-from odins_ravne_assets.sample_data import ARCHIVES, CAMERAS, build_sample_data
+from odins_ravne_assets.sample_data import ARCHIVES, CAMERAS, SampleDataError, build_sample_data, fetch_sources
+from odins_ravne_assets.sample_data.cameras import VIDEO_FPS, VIDEO_SECONDS, VIDEO_SIZE
+from odins_ravne_assets.sample_data.sources import _cached_problems, _deb_data_member, _extract_tar, default_sources_dir
 
 CAMERA_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -156,8 +157,8 @@ def test_video_has_frames_and_creation_time(built: tuple[Path, dict, Path]) -> N
     row = next(r for r in summary["truth"] if r["kind"] == "video")
     probed = media.probe_media(dest / row["camera_id"] / row["file_path"], camera_id=row["camera_id"], file_path=row["file_path"])
     assert probed["status"] == "ok", probed["failure"]
-    assert probed["frame_count"] == sample_data._VIDEO_FPS * sample_data._VIDEO_SECONDS
-    assert (probed["width"], probed["height"]) == sample_data._VIDEO_SIZE
+    assert probed["frame_count"] == VIDEO_FPS * VIDEO_SECONDS
+    assert (probed["width"], probed["height"]) == VIDEO_SIZE
     assert probed["timestamp_source"] == "video_metadata"
     assert probed["timestamp"] == datetime.fromisoformat(row["timestamp"])
     assert probed["make"] == "SPYPOINT"
@@ -188,7 +189,7 @@ def test_rebuild_is_idempotent_and_deterministic(built: tuple[Path, dict, Path],
 
 
 def test_missing_source_says_what_to_do(tmp_path: Path) -> None:
-    with pytest.raises(sample_data.SampleDataError, match="fetch_sources"):
+    with pytest.raises(SampleDataError, match="fetch_sources"):
         build_sample_data(tmp_path / "cards", sources=tmp_path / "nothing-here")
 
 
@@ -207,10 +208,10 @@ def test_deb_extraction_takes_only_the_named_files(tmp_path: Path) -> None:
         deb += str(len(body)).encode().ljust(10) + b"`\n" + body + (b"\n" if len(body) % 2 else b"")
     path = tmp_path / "pkg_1.0_all.deb"
     path.write_bytes(bytes(deb))
-    data = sample_data._deb_data_member(path, tmp_path)
+    data = _deb_data_member(path, tmp_path)
     out = tmp_path / "out"
     out.mkdir()
-    sample_data._extract_tar(data, "r|xz", {"./usr/share/a/wanted.png": "mine.png"}, out)
+    _extract_tar(data, "r|xz", {"./usr/share/a/wanted.png": "mine.png"}, out)
     assert [p.name for p in out.iterdir()] == ["mine.png"]
     assert (out / "mine.png").read_bytes() == b"png-bytes"
 
@@ -218,15 +219,15 @@ def test_deb_extraction_takes_only_the_named_files(tmp_path: Path) -> None:
 def test_not_a_deb_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "fake.deb"
     path.write_text("hello")
-    with pytest.raises(sample_data.SampleDataError, match="not a Debian package"):
-        sample_data._deb_data_member(path, tmp_path)
+    with pytest.raises(SampleDataError, match="not a Debian package"):
+        _deb_data_member(path, tmp_path)
 
 
 def test_real_sources_when_cached() -> None:
-    root = sample_data.default_sources_dir()
-    problems = {a.name: sample_data._cached_problems(a, root / a.name) for a in ARCHIVES}
+    root = default_sources_dir()
+    problems = {a.name: _cached_problems(a, root / a.name) for a in ARCHIVES}
     if any(problems.values()):
         pytest.skip(f"real sample photographs not cached in {root}: python -m odins_ravne_assets.sample_data DEST fetches them")
-    assert sample_data.fetch_sources(root) == root  # all present and matching: nothing fetched
+    assert fetch_sources(root) == root  # all present and matching: nothing fetched
     with Image.open(root / "tuxpaint-stamps" / "dog.png") as stamp:
         assert stamp.mode == "RGBA"  # cut out along the outline

@@ -6,7 +6,7 @@ import boto3
 import pyarrow as pa
 
 from odin_support import moto_endpoint  # noqa: F401  (a real S3 endpoint on loopback)
-from resources.storage import Storage
+from gpu_ops.storage import Storage
 
 
 def test_local_writes_are_atomic_and_hidden_files_are_not_listed(tmp_path):

@@ -23,6 +23,8 @@ from urllib.parse import urlparse
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from gpu_ops.fileio import atomic_write
+
 
 @dataclass(frozen=True)
 class ObjectInfo:
@@ -183,19 +185,7 @@ class Storage:
             bucket, _ = self._bucket_prefix
             self.s3.put_object(Bucket=bucket, Key=self._s3_key(key), Body=data)
             return self.uri(key)
-        path = self.local_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        path = atomic_write(self.local_path(key), data)
         return str(path)
 
     def write_parquet(self, key: str, table: pa.Table) -> str:
