@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
+import subprocess
+import sys
 import tarfile
 from collections import Counter
 from datetime import datetime
@@ -19,6 +22,7 @@ import pytest
 from PIL import ExifTags, Image, ImageDraw
 
 from gpu_ops import media
+from odins_ravne_assets.sample_data import __main__ as command
 from odins_ravne_assets.sample_data import ARCHIVES, CAMERAS, SampleDataError, build_sample_data, fetch_sources
 from odins_ravne_assets.sample_data.cameras import VIDEO_FPS, VIDEO_SECONDS, VIDEO_SIZE
 from odins_ravne_assets.sample_data.sources import _cached_problems, _deb_data_member, _extract_tar, default_sources_dir
@@ -186,6 +190,22 @@ def test_rebuild_is_idempotent_and_deterministic(built: tuple[Path, dict, Path],
     elsewhere = build_sample_data(tmp_path / "other", sources=sources)
     assert digests(tmp_path / "other") == before  # same bytes from a fresh build
     assert elsewhere["files"] == summary["files"]
+
+
+def test_command_line_builds_the_cards_and_writes_the_truth(
+    built: tuple[Path, dict, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    _, summary, sources = built
+    # The stand-in photographs fail the pinned digests: take them as fetched instead of downloading.
+    monkeypatch.setattr(command, "fetch_sources", lambda root: root)
+    truth = tmp_path / "truth.json"
+    assert command.main([str(tmp_path / "cards"), "--sources", str(sources), "--truth", str(truth)]) == 0
+    assert json.loads(truth.read_text()) == summary["truth"]
+    assert f"{summary['files']} files" in capsys.readouterr().out
+    # ``python -m`` finds the package's entry point (the Makefile's dev target runs it so).
+    shown = subprocess.run([sys.executable, "-m", "odins_ravne_assets.sample_data", "--help"],
+                           capture_output=True, text=True, check=True)
+    assert "python -m odins_ravne_assets.sample_data" in shown.stdout
 
 
 def test_missing_source_says_what_to_do(tmp_path: Path) -> None:
