@@ -32,8 +32,8 @@ dev: install
 
 bench: install
 	$(PY) -m bench.stage1
-	$(PY) bench/bursts_semireal.py --out $(CURDIR)/bench/data/semireal
-	$(PY) bench/bursts_cost.py --width 2048
+	$(PY) -m bench.bursts_semireal --out $(CURDIR)/bench/data/semireal
+	$(PY) -m bench.bursts_cost --width 2048
 	$(PY) -m bench.hugin_query
 
 clean:

@@ -1,6 +1,6 @@
 """What burst-aware detection costs per image, next to the detector, on this machine.
 
-    .venv/bin/python bench/bursts_cost.py [--width 2048] [--frames 5] [--repeat 3]
+    .venv/bin/python -m bench.bursts_cost [--width 2048] [--frames 5] [--repeat 3]
 
 Times, per image of a constructed burst at ``--width`` pixels (4:3): the default detector on the
 whole frame; the motion model (grey reduction, alignment, background, regions); and the detector on
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
     os.environ.setdefault("YOLO_OFFLINE", "1")
-    from gpu_ops.burst_scenes import make_burst
+    from bench.burst_scenes import make_burst
     from gpu_ops.detector import load_detector
     from gpu_ops.motion import propose
 

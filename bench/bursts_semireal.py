@@ -19,10 +19,10 @@ cut-out's outline; the ocelot's box drawn by hand once).
 This is a constructed set built from real pixels, not a set of real bursts: read its figures as
 "the method does what it should on camera-like data", not as field performance.
 
-    .venv/bin/python bench/bursts_semireal.py --out /tmp/semireal [--bursts-per-scene 6]
+    .venv/bin/python -m bench.bursts_semireal --out /tmp/semireal [--bursts-per-scene 6]
 
 writes the images and ``observations.csv`` (Camtrap DP) under ``--out``, runs
-``gpu_ops.evaluate`` on them and stores the report in ``bench/results/bursts-semireal-<time>.json``.
+``bench.evaluate`` on them and stores the report in ``bench/results/bursts-semireal-<time>.json``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gpu_ops.burst_scenes import draw_info_bars, exif_bytes, truth_rows, write_truth
+from bench.burst_scenes import draw_info_bars, exif_bytes, truth_rows, write_truth
 
 # The ocelot in the biodex frame (800 x 600), normalized x, y, w, h: ear tips to paws, nose to tail.
 OCELOT_BOX = (0.419, 0.147, 0.479, 0.598)
@@ -159,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     os.environ.setdefault("YOLO_OFFLINE", "1")
+    from bench.evaluate import evaluate, format_report
     from gpu_ops.detector import load_detector
-    from gpu_ops.evaluate import evaluate, format_report
     from gpu_ops.fusion import BurstConfig
     from odins_ravne_assets.sample_data import fetch_sources
 

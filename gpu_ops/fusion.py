@@ -36,7 +36,7 @@ two independent witnesses are combined as ``1 - (1 - a) * (1 - b)``:
 - a verified proposal: the detector's own score on the crop, or of the detector box that explains
   its track;
 - consistency alone: ``track_conf`` (0.3), a prior deliberately below the precision measured for
-  such boxes (0.88 on the semi-real set, 0.99 on the constructed one; ``python -m gpu_ops.evaluate``
+  such boxes (0.88 on the semi-real set, 0.99 on the constructed one; ``python -m bench.evaluate``
   prints precision per source, to check it on one's own labelled bursts). At the default events
   threshold (0.3) they count; at any stricter threshold they need a verification too;
 - verified and consistent: the two combined;

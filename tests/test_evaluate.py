@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 import pytest
 from PIL import Image
 
-from gpu_ops.burst_scenes import exif_bytes, make_burst
-from gpu_ops.evaluate import Tally, evaluate, format_report, read_truth
+from bench.burst_scenes import exif_bytes, make_burst
+from bench.evaluate import Tally, evaluate, format_report, read_truth
 from gpu_ops.fusion import BurstConfig
 
 

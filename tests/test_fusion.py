@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from gpu_ops.burst_scenes import make_burst
+from bench.burst_scenes import make_burst
 from gpu_ops.fusion import BurstConfig, FusedDetection, _consistent, detect_burst, fuse_burst, iou, link_tracks
 from gpu_ops.motion import Proposal
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpu_ops.burst_scenes import make_burst
+from bench.burst_scenes import make_burst
 from gpu_ops.fusion import iou
 from gpu_ops.motion import MotionConfig, find_info_bars, propose
 

@@ -1,6 +1,6 @@
 """Measure detector alone, motion alone and fused against ground-truth boxes.
 
-    python -m gpu_ops.evaluate --truth observations.csv --images DIR [--min-confidence 0.3]
+    python -m bench.evaluate --truth observations.csv --images DIR [--min-confidence 0.3]
 
 ``observations.csv`` is in the Camtrap DP observations format: one row per observation with
 ``bboxX, bboxY, bboxWidth, bboxHeight`` (normalized, origin top-left, the MegaDetector convention) and

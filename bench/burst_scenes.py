@@ -6,9 +6,9 @@ and bottom with a time and a frame counter that change, and, depending on the ki
 walks through, a subject that stands still, the camera shaking, the exposure changing, vegetation
 waving or the light changing. The truth is the subject's box in every frame it is in.
 
-``python -m gpu_ops.burst_scenes --out DIR`` writes a set as JPEGs (one folder per camera, EXIF time
+``python -m bench.burst_scenes --out DIR`` writes a set as JPEGs (one folder per camera, EXIF time
 written so :mod:`gpu_ops.bursts` groups them) plus ``observations.csv`` in the Camtrap DP
-observations format, for ``python -m gpu_ops.evaluate``. These sets are constructed, not real:
+observations format, for ``python -m bench.evaluate``. These sets are constructed, not real:
 figures measured on them say the method works as designed, not how it does on a real camera.
 """
 
@@ -241,7 +241,7 @@ def truth_rows(media_id: str, boxes) -> list[dict]:
 
 
 def write_truth(path: Path, rows: list[dict]) -> Path:
-    """The ground truth as ``observations.csv``, the file ``python -m gpu_ops.evaluate`` reads."""
+    """The ground truth as ``observations.csv``, the file ``python -m bench.evaluate`` reads."""
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
