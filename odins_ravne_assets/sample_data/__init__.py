@@ -14,12 +14,12 @@ it is a real photograph, fetched from the package registries (pinned, digest-che
 - ``ultralytics`` (already a dependency, AGPL-3.0): ``zidane.jpg``, two people, standing in
   for the field team servicing a camera.
 
-What the cameras hold (see ``cameras.CAMERAS`` and ``cameras.EVENTS``): bursts of 2-5 frames a second or a few
-apart (the animal moves, the light changes a little) forming events hours apart; empty frames
-(wind, light) with no animal; one MP4 panning over an elephant; one camera with no GPS, one with
-the (0,0) fix of a receiver that never locked, two 300 m apart and one 40 km away; and, in
-``cam-zero-01``, the broken files every card has (truncated, empty, text, a decompression bomb, a
-video without frames, a photo without EXIF) plus a note that is not media at all.
+What the cameras hold (see ``cameras.CAMERAS`` and ``cameras.EVENTS``): bursts of 2-5 frames a
+second or a few apart (the animal moves, the light changes a little) forming events hours apart;
+empty frames (wind, light) with no animal; one MP4 panning over an elephant; one camera with no
+GPS, one with the (0,0) fix of a receiver that never locked, two 300 m apart and one 40 km away;
+and, in ``cam-zero-01``, the broken files every card has (truncated, empty, text, a decompression
+bomb, a video without frames, a photo without EXIF) plus a note that is not media at all.
 
 The build is deterministic and idempotent: the same bytes every time, files whose bytes have not
 changed are not rewritten, and each file's modification time is its capture time.
