@@ -45,6 +45,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
+from gpu_ops.boxes import iou
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 RECIPE_VERSION = 1
@@ -249,14 +251,6 @@ def engine_ceiling(limit: dict) -> dict:
 
 # --- agreement between the engine and the baseline ------------------------------------------
 
-def _iou(a, b) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    inter = max(0.0, min(ax + aw, bx + bw) - max(ax, bx)) * max(0.0, min(ay + ah, by + bh) - max(ay, by))
-    union = aw * ah + bw * bh - inter
-    return inter / union if union > 0 else 0.0
-
-
 def compare(reference: dict[str, list], candidate: dict[str, list], min_conf: float, conf_threshold: float) -> dict:
     """Pair each reference detection at or above ``min_conf`` with the candidate's same-label box of
     highest IoU. ``matched``: IoU >= 0.9 and confidence within 0.02. A reference box without an
@@ -272,7 +266,7 @@ def compare(reference: dict[str, list], candidate: dict[str, list], min_conf: fl
                 continue
             checked += 1
             best_iou, conf_delta = max(
-                ((_iou(box, other_box), abs(conf - other_conf)) for other_label, other_conf, other_box in others if other_label == label),
+                ((iou(box, other_box), abs(conf - other_conf)) for other_label, other_conf, other_box in others if other_label == label),
                 default=(0.0, 1.0),
             )
             if best_iou >= 0.9:

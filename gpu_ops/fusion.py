@@ -57,10 +57,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from gpu_ops.boxes import Box, intersection, iou
 from gpu_ops.motion import MotionConfig, MotionResult, Proposal, config_from_mapping, propose
-
-Box = tuple[float, float, float, float]
-
 
 class _DetectionLike(Protocol):
     category: str
@@ -124,29 +122,11 @@ class BurstResult:
     verify_s: float = 0.0  # time in the detector on crops
 
 
-def iou(a: Box, b: Box) -> float:
-    inter = _intersection(a, b)
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
-
-
-def _intersection(a: Box, b: Box) -> float:
-    ix = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
-    iy = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
-    return max(0.0, ix) * max(0.0, iy)
-
-
-def share_inside(box: Box, outer: Box) -> float:
-    """The share of ``box``'s area that lies inside ``outer``."""
-    area = box[2] * box[3]
-    return _intersection(box, outer) / area if area > 0 else 0.0
-
-
 def _agree(a: Box, b: Box, min_iou: float, min_cover: float, max_area_ratio: float = 4.0) -> bool:
     """Two boxes show the same thing: they overlap enough, or one mostly covers the other and they
     are of a size. The size condition matters: a large animal's box must not swallow the small
     one walking in front of it."""
-    inter = _intersection(a, b)
+    inter = intersection(a, b)
     area_a, area_b = a[2] * a[3], b[2] * b[3]
     smaller, larger = min(area_a, area_b), max(area_a, area_b)
     if iou(a, b) >= min_iou:

@@ -1,7 +1,8 @@
 """The tables every stage reads and writes: the contract between Munin, Hugin and analysts.
 
 Each table is Hive-partitioned Parquet under the output root, ``OUTPUT/<table>/camera_id=<id>/``,
-except ``clusters`` (one file across cameras). The Stage 3 DuckDB views carry these names and
+except ``clusters`` (one file across cameras); :data:`TABLES` lists them all and
+:func:`camera_key` spells their keys. The Stage 3 DuckDB views carry these names and
 columns. ``camera_id`` is the Hive partition column: it is in each row we write as well, so a file
 read on its own still says which camera it belongs to.
 
@@ -124,14 +125,76 @@ CLUSTERS = pa.schema(
     ]
 )
 
+DEPLOYMENTS = pa.schema(
+    [
+        ("camera_id", pa.string()),
+        ("deployment_id", pa.string()),
+        ("latitude", pa.float64()),
+        ("longitude", pa.float64()),
+        ("start", TIMESTAMP),  # local wall-clock time of the deployment's time zone
+        ("end", TIMESTAMP),
+        ("timezone", pa.string()),  # IANA name or fixed offset like "+01:00"; null when unknown
+        ("clock_offset_s", pa.float64()),  # added to camera time to get true local time
+        ("camera_height_m", pa.float64()),
+        ("bait", pa.string()),
+        ("habitat", pa.string()),
+        ("source", pa.string()),  # deployments.csv | media
+    ]
+)
+
+COSTS = pa.schema(
+    [
+        ("camera_id", pa.string()),
+        ("run_id", pa.string()),  # the Dagster run that launched the job
+        ("stage", pa.string()),  # detect | classify
+        ("job_id", pa.string()),
+        ("job_name", pa.string()),
+        ("queue", pa.string()),
+        ("capacity", pa.string()),  # spot | on-demand
+        ("instance_type", pa.string()),
+        ("region", pa.string()),
+        ("price_source", pa.string()),  # table | live-spot | table (live ignored: <why>)
+        ("usd_per_hour", pa.float64()),
+        ("attempts", pa.int32()),
+        ("runtime_seconds", pa.float64()),  # billable: summed over attempts
+        ("usd", pa.float64()),
+        ("on_demand_usd", pa.float64()),  # the same seconds at the on-demand price
+        ("saving_usd", pa.float64()),  # on_demand_usd - usd: what spot saved
+        ("n_media", pa.int64()),  # what this job processed: media for detect, crops for classify
+        ("usd_per_media", pa.float64()),
+        ("status", pa.string()),  # SUCCEEDED | FAILED
+        ("started_at", TIMESTAMP),  # UTC
+        ("stopped_at", TIMESTAMP),
+        ("recorded_at", TIMESTAMP),
+    ]
+)
+
+# Every persisted table, its schema, and whether it is one Hive partition per camera. Readers, writers,
+# the Stage 3 database and the Stage 3 download all take names and keys from here.
 TABLES = {
     "media": MEDIA,
     "detections": DETECTIONS,
     "crops": CROPS,
     "species_labels": SPECIES_LABELS,
     "events": EVENTS,
+    "deployments": DEPLOYMENTS,
+    "costs": COSTS,
     "clusters": CLUSTERS,
 }
+PER_CAMERA = frozenset(TABLES) - {"clusters"}
+
+
+def camera_prefix(table: str, camera_id: str) -> str:
+    """The Hive folder of one camera's part of a table: ``<table>/camera_id=<id>``."""
+    if table not in PER_CAMERA:
+        raise KeyError(f"{table!r} is not a per-camera table; known: {', '.join(sorted(PER_CAMERA))}")
+    return f"{table}/camera_id={camera_id}"
+
+
+def camera_key(table: str, camera_id: str, filename: str = "data.parquet") -> str:
+    """The key of one file in a camera's part of a table: ``<table>/camera_id=<id>/<file>``."""
+    return f"{camera_prefix(table, camera_id)}/{filename}"
+
 
 DETECTION_CATEGORIES = ("animal", "person", "vehicle")
 

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from gpu_ops import schemas
 from gpu_ops.classifier import taxon_for_label
 from gpu_ops.stage1 import StageStats
 from gpu_ops.workstate import WorkState, signature, work_prefix
@@ -49,7 +50,7 @@ def run_stage2(
 ) -> StageStats:
     s2 = profile.pipeline.stage2
     state = WorkState(output_storage, work_prefix("classify", stage2_signature(profile), camera_id))
-    crops = output_storage.read_parquet(f"crops/camera_id={camera_id}")
+    crops = output_storage.read_parquet(schemas.camera_prefix("crops", camera_id))
     stats = StageStats()
     if crops is None:
         raise FileNotFoundError(

@@ -214,8 +214,3 @@ class Storage:
 def _hidden(key: str) -> bool:
     # Temporary files of atomic writes and dot-files (.DS_Store, .dagster) are never data.
     return any(part.startswith(".") for part in PurePosixPath(key).parts)
-
-
-def partition_key(table: str, camera_id: str, filename: str = "data.parquet") -> str:
-    """The Hive-style key of one camera's file of a table: ``<table>/camera_id=<id>/<file>``."""
-    return f"{table}/camera_id={camera_id}/{filename}"

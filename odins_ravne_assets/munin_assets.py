@@ -22,6 +22,7 @@ from dagster import (
     asset,
 )
 
+from gpu_ops import schemas
 from gpu_ops.cropper import crop_detection, encode_jpeg
 from gpu_ops.fusion import BurstConfig
 from gpu_ops.media import load_image
@@ -31,7 +32,6 @@ from odins_ravne_assets.munin.publish import detections_table, species_table, st
 from odins_ravne_assets.partitions import cameras, validate_camera_id
 from resources.pipeline import PipelineResource
 from resources.runner import GpuStageRunner
-from gpu_ops.storage import partition_key
 
 
 def markdown_table(rows: list[dict], limit: int = 50) -> str:
@@ -76,7 +76,7 @@ def raw_images(context: AssetExecutionContext, pipeline: PipelineResource):
         burst_gap_s=bursts.max_gap_s,
         burst_max_frames=bursts.max_frames,
     )
-    path = pipeline.output.write_parquet(partition_key("media", camera_id), manifest)
+    path = pipeline.output.write_parquet(schemas.camera_key("media", camera_id), manifest)
     failed = manifest.filter(pc.equal(manifest["status"], "failed")).select(["file_path", "failure"])
     for row in failed.to_pylist():
         context.log.warning(f"camera {camera_id}: {row['file_path']} failed: {row['failure']}")
@@ -114,7 +114,7 @@ def detections(context: AssetExecutionContext, pipeline: PipelineResource, gpu_r
     else:
         context.log.info(f"camera {camera_id}: every media already detected with this model; no GPU job")
     table, _, failures = detections_table(pipeline.output, camera_id, pipeline.settings)
-    path = pipeline.output.write_parquet(partition_key("detections", camera_id), table)
+    path = pipeline.output.write_parquet(schemas.camera_key("detections", camera_id), table)
     by_label = Counter(zip(table.column("category").to_pylist(), table.column("label").to_pylist()))
     coords = [table.column(c) for c in ("bbox_x", "bbox_y", "bbox_w", "bbox_h")]
     inside = table.num_rows == 0 or (
@@ -156,13 +156,13 @@ def crops(context: AssetExecutionContext, pipeline: PipelineResource) -> Materia
     table, recut = _recut_missing_crops(camera_id, table, output, pipeline.camera_input(camera_id), pipeline.settings)
     if recut:
         context.log.warning(f"camera {camera_id}: {recut} crop files were missing and were cut again")
-    path = output.write_parquet(partition_key("crops", camera_id), table)
+    path = output.write_parquet(schemas.camera_key("crops", camera_id), table)
     return MaterializeResult(
         metadata={
             "crops": table.num_rows,
             "recut": recut,
             "path": MetadataValue.path(path),
-            "crop_folder": MetadataValue.path(output.uri(f"crops/camera_id={camera_id}")),
+            "crop_folder": MetadataValue.path(output.uri(schemas.camera_prefix("crops", camera_id))),
         }
     )
 
@@ -172,7 +172,7 @@ def _recut_missing_crops(camera_id: str, table: pa.Table, output, camera_input, 
     a MegaDetector file) is cut here from its media. Returns the index with sizes filled in."""
     rows = table.to_pylist()
     # One listing of the camera's crop folder, not one existence check per crop (an S3 HEAD each).
-    present = {info.key for info in output.list(f"crops/camera_id={camera_id}")}
+    present = {info.key for info in output.list(schemas.camera_prefix("crops", camera_id))}
     missing = [row for row in rows if row["crop_path"] not in present]
     for row in rows:
         if row["width"] is None and row["crop_path"] in present:  # cut by an earlier run of this asset
@@ -181,7 +181,7 @@ def _recut_missing_crops(camera_id: str, table: pa.Table, output, camera_input, 
     if not missing:
         return pa.Table.from_pylist(rows, schema=table.schema), 0
     detections_by_id = {
-        row["detection_id"]: row for row in output.read_parquet(f"detections/camera_id={camera_id}").to_pylist()
+        row["detection_id"]: row for row in output.read_parquet(schemas.camera_prefix("detections", camera_id)).to_pylist()
     }
     recut = 0
     for row in missing:
@@ -216,7 +216,7 @@ def species_labels(context: AssetExecutionContext, pipeline: PipelineResource, g
     else:
         context.log.info(f"camera {camera_id}: every crop already labelled; no GPU job")
     table = species_table(pipeline.output, camera_id, pipeline.settings)
-    path = pipeline.output.write_parquet(partition_key("species_labels", camera_id), table)
+    path = pipeline.output.write_parquet(schemas.camera_key("species_labels", camera_id), table)
     by_species = Counter(zip(table.column("species").to_pylist(), table.column("scientific_name").to_pylist()))
     return MaterializeResult(
         metadata={

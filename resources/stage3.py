@@ -13,23 +13,12 @@ import tempfile
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 
 from gpu_ops import schemas
+from gpu_ops.fileio import atomic_fill
 from gpu_ops.storage import Storage
 
 DB_KEY = "stage3/odins_ravne.duckdb"
-
-# view name -> (table folder under the output root, schema)
-BASE_VIEWS = {
-    "media": ("media", schemas.MEDIA),
-    "detections": ("detections", schemas.DETECTIONS),
-    "crops": ("crops", schemas.CROPS),
-    "species_labels": ("species_labels", schemas.SPECIES_LABELS),
-    "events": ("events", schemas.EVENTS),
-    "clusters": ("clusters", schemas.CLUSTERS),
-}
-
 
 def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
@@ -42,22 +31,22 @@ def _has_parquet(storage: Storage, folder: str) -> bool:
 def build_stage3(
     output: Storage,
     *,
-    extra_tables: dict[str, tuple[str, pa.Schema]] | None = None,
     extra_views: dict[str, str] | None = None,
     materialize: frozenset[str] = frozenset(),
 ) -> dict:
     """(Re)build the database; returns the view names and their row counts.
 
-    ``extra_tables`` adds Parquet-backed views like the base ones; ``extra_views`` adds SQL views
-    defined over them (name -> SELECT ...), created in order. Names in ``materialize`` are stored as
+    Every table of :data:`gpu_ops.schemas.TABLES` becomes a view of its Parquet (empty, with its
+    schema, when nothing was written yet); ``extra_views`` adds SQL views defined over them (name -> SELECT ...), created in order. Names in ``materialize`` are stored as
     tables instead: a join that costs seconds per query at millions of rows is paid once per build.
     """
-    tables = {**BASE_VIEWS, **(extra_tables or {})}
+    tables = schemas.TABLES
     with tempfile.TemporaryDirectory() as tmp:
         db_path = Path(tmp) / "odins_ravne.duckdb"
         con = duckdb.connect(str(db_path))
         try:
-            for view, (folder, schema) in tables.items():
+            for view, schema in tables.items():
+                folder = view
                 if not _has_parquet(output, folder):
                     con.register("empty_arrow", schema.empty_table())
                     con.execute(f'CREATE TABLE "_empty_{view}" AS SELECT * FROM empty_arrow')
@@ -86,11 +75,8 @@ def build_stage3(
         if output.is_s3:
             output.write_bytes(DB_KEY, db_path.read_bytes())
         else:
-            target = output.local_path(DB_KEY)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            staged = target.with_name(f".{target.name}.tmp")
-            shutil.copyfile(db_path, staged)
-            staged.replace(target)
+            with db_path.open("rb") as built:
+                atomic_fill(output.local_path(DB_KEY), lambda handle: shutil.copyfileobj(built, handle))
     return counts
 
 

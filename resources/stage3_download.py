@@ -18,11 +18,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 from urllib.parse import urlparse
 
+from gpu_ops import schemas
 from gpu_ops.fileio import atomic_fill
 from resources.aws import aws_client
 
 DB_KEY = "stage3/odins_ravne.duckdb"
-TABLES = ("media", "detections", "crops", "species_labels", "events", "clusters", "costs")
 
 
 class UnsafeKeyError(ValueError):
@@ -47,7 +47,7 @@ def _wanted(relative_key: str, with_crops: bool) -> bool:
     top = relative_key.split("/", 1)[0]
     if relative_key == DB_KEY or top == "stage3":
         return True
-    if top not in TABLES:
+    if top not in schemas.TABLES:
         return False  # _work checkpoints, pipes exchange, anything else
     if top == "crops" and not relative_key.endswith(".parquet"):
         return with_crops
@@ -80,7 +80,7 @@ def download_stage3(s3_uri: str, local_dir: str | os.PathLike, *, client: Any = 
         if relative.endswith("/") or not relative:
             continue  # folder markers
         top = relative.split("/", 1)[0]
-        if top in TABLES or top == "stage3" or ".." in relative or relative.startswith("/") or "\\" in relative:
+        if top in schemas.TABLES or top == "stage3" or ".." in relative or relative.startswith("/") or "\\" in relative:
             target = safe_local_path(local, relative)  # checked before anything is written
             if _wanted(relative, with_crops):
                 plan.append((obj["Key"], target, obj["Size"]))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from gpu_ops.boxes import iou
 from gpu_ops.cropper import crop_detection
 from gpu_ops.detector import Detection, load_detector
 from gpu_ops.engine import decode_for_detection, run_detection
@@ -17,13 +18,6 @@ from gpu_ops.engine import decode_for_detection, run_detection
 import ultralytics
 
 ASSETS = Path(ultralytics.__file__).parent / "assets"
-
-
-def iou(a: tuple, b: tuple) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    inter = max(0.0, min(ax + aw, bx + bw) - max(ax, bx)) * max(0.0, min(ay + ah, by + bh) - max(ay, by))
-    return inter / (aw * ah + bw * bh - inter)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ import pytest
 from scipy import ndimage
 
 from bench.burst_scenes import make_burst
-from gpu_ops.fusion import BurstConfig, FusedDetection, _consistent, detect_burst, fuse_burst, iou, link_tracks
+from gpu_ops.boxes import iou
+from gpu_ops.fusion import BurstConfig, FusedDetection, _consistent, detect_burst, fuse_burst, link_tracks
 from gpu_ops.motion import Proposal
 
 SIZE = (240, 320)

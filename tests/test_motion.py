@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bench.burst_scenes import make_burst
-from gpu_ops.fusion import iou
+from gpu_ops.boxes import iou
 from gpu_ops.motion import MotionConfig, find_info_bars, propose
 
 SIZE = (240, 320)  # small, so fast; just above the working width, so noise is barely averaged away

@@ -42,24 +42,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gpu_ops import schemas
+from gpu_ops.schemas import DEPLOYMENTS
 from odins_ravne_assets.hugin.clusters import camera_locations
-
-DEPLOYMENTS = pa.schema(
-    [
-        ("camera_id", pa.string()),
-        ("deployment_id", pa.string()),
-        ("latitude", pa.float64()),
-        ("longitude", pa.float64()),
-        ("start", schemas.TIMESTAMP),  # local wall-clock time of the deployment's time zone
-        ("end", schemas.TIMESTAMP),
-        ("timezone", pa.string()),  # IANA name or fixed offset like "+01:00"; null when unknown
-        ("clock_offset_s", pa.float64()),  # added to camera time to get true local time
-        ("camera_height_m", pa.float64()),
-        ("bait", pa.string()),
-        ("habitat", pa.string()),
-        ("source", pa.string()),  # deployments.csv | media
-    ]
-)
 
 CSV_COLUMNS = ("camera_id", "deployment_id", "latitude", "longitude", "start", "end", "timezone",
                "clock_offset_s", "camera_height_m", "bait", "habitat")

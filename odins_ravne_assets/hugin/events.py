@@ -41,7 +41,7 @@ import numpy as np
 import pyarrow as pa
 
 from gpu_ops import schemas
-from gpu_ops.fusion import share_inside
+from gpu_ops.boxes import share_inside
 
 # Stage 2 does not always label people and vehicles; these are the names their events carry then.
 _DEFAULT_NAMES = {

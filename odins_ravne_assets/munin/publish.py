@@ -14,7 +14,8 @@ from datetime import timedelta
 import pyarrow as pa
 
 from gpu_ops import schemas
-from gpu_ops.stage1 import detection_id, pending_media, stage1_signature
+from gpu_ops.megadetector_format import detection_id
+from gpu_ops.stage1 import pending_media, stage1_signature
 from gpu_ops.stage2 import stage2_signature
 from gpu_ops.workstate import WorkState, work_prefix
 
@@ -33,7 +34,7 @@ def stage1_state(output, camera_id: str, profile) -> WorkState:
 
 def stage1_pending(output, camera_id: str, profile) -> int:
     """How many unique media of the camera Stage 1 has not done yet (0: no GPU job is needed)."""
-    manifest = output.read_parquet(f"media/camera_id={camera_id}")
+    manifest = output.read_parquet(schemas.camera_prefix("media", camera_id))
     if manifest is None:
         return 0
     return len(pending_media(manifest, stage1_state(output, camera_id, profile).done()))
@@ -41,7 +42,7 @@ def stage1_pending(output, camera_id: str, profile) -> int:
 
 def stage2_pending(output, camera_id: str, profile) -> int:
     """How many crops of the camera Stage 2 has not labelled yet."""
-    crops = output.read_parquet(f"crops/camera_id={camera_id}")
+    crops = output.read_parquet(schemas.camera_prefix("crops", camera_id))
     if crops is None:
         return 0
     done = WorkState(output, work_prefix("classify", stage2_signature(profile), camera_id)).done()
@@ -50,7 +51,7 @@ def stage2_pending(output, camera_id: str, profile) -> int:
 
 def detections_table(output, camera_id: str, profile) -> tuple[pa.Table, pa.Table, dict]:
     """(detections, crops, stage-1 failures by file path) for the camera's current manifest."""
-    manifest = output.read_parquet(f"media/camera_id={camera_id}")
+    manifest = output.read_parquet(schemas.camera_prefix("media", camera_id))
     state = stage1_state(output, camera_id, profile)
     work = state.results()
     media = _first_file_per_content(manifest)
@@ -105,7 +106,7 @@ def detections_table(output, camera_id: str, profile) -> tuple[pa.Table, pa.Tabl
 
 
 def species_table(output, camera_id: str, profile) -> pa.Table:
-    crops = output.read_parquet(f"crops/camera_id={camera_id}")
+    crops = output.read_parquet(schemas.camera_prefix("crops", camera_id))
     work = WorkState(output, work_prefix("classify", stage2_signature(profile), camera_id)).results()
     if crops is None or work is None:
         return schemas.SPECIES_LABELS.empty_table()
