@@ -1,9 +1,18 @@
 """Stage 3: the DuckDB database analysts query, ``OUTPUT/stage3/odins_ravne.duckdb``.
 
 For a local output root the database holds only views over the Parquet tables, so it is tiny and
-always current. DuckDB cannot read S3 here (no httpfs), so for an ``s3://`` output root the tables
-are copied into the database through pyarrow and the file is uploaded next to the Parquet; either
-way analysts see the same view names and columns.
+always current. The views name their Parquet by paths relative to the output root
+(``media/**/*.parquet``), so the output folder can be copied or moved and still reads its own
+tables: :func:`connect` resolves them against the folder the database sits in (one level up from
+``stage3/``), and the DuckDB shell does the same when started in the output folder. DuckDB cannot
+read S3 here (no httpfs), so for an ``s3://`` output root the tables are copied into the database
+through pyarrow and the file is uploaded next to the Parquet; either way analysts see the same view
+names and columns.
+
+Every connection this module opens for analysts is a sandbox (:func:`connect`): read-only, file
+access limited to the output's own tables, no extensions installed or loaded, settings locked, and
+:func:`query` runs only read statements. A database fetched from a shared bucket could define views
+that read other files or write some; here they fail.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ from pathlib import Path
 import duckdb
 
 from gpu_ops import schemas
-from gpu_ops.fileio import atomic_fill
+from gpu_ops.fileio import atomic_fill, atomic_write
 from gpu_ops.storage import Storage
 
 DB_KEY = "stage3/odins_ravne.duckdb"
@@ -44,6 +53,8 @@ def build_stage3(
     with tempfile.TemporaryDirectory() as tmp:
         db_path = Path(tmp) / "odins_ravne.duckdb"
         con = duckdb.connect(str(db_path))
+        if not output.is_s3:
+            con.execute(f"SET file_search_path = {_sql_str(str(output.local_path()))}")
         try:
             for view, schema in tables.items():
                 folder = view
@@ -58,7 +69,7 @@ def build_stage3(
                     con.unregister("arrow_table")
                     con.execute(f'CREATE VIEW "{view}" AS SELECT * FROM "_data_{view}"')
                 else:
-                    pattern = str(output.local_path(folder)) + "/**/*.parquet"
+                    pattern = f"{folder}/**/*.parquet"  # relative: resolved against the output root
                     con.execute(
                         f'CREATE VIEW "{view}" AS SELECT * FROM read_parquet({_sql_str(pattern)}, '
                         "hive_partitioning = false, union_by_name = true)"
@@ -86,9 +97,7 @@ def local_database(output: Storage, cache_dir: Path | None = None) -> Path:
         path = output.local_path(DB_KEY)
     else:
         cache_dir = cache_dir or Path(tempfile.gettempdir()) / "odins_ravne_stage3"
-        path = cache_dir / output.root.replace("s3://", "").replace("/", "_") / "odins_ravne.duckdb"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(output.read_bytes(DB_KEY))
+        path = atomic_write(cache_dir / output.root.replace("s3://", "").replace("/", "_") / DB_KEY, output.read_bytes(DB_KEY))
     if not path.exists():
         raise FileNotFoundError(
             f"no Stage 3 database at {path}: run `odins-ravne process INPUT --out {output.root}` first"
@@ -96,9 +105,47 @@ def local_database(output: Storage, cache_dir: Path | None = None) -> Path:
     return path
 
 
+READ_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
+
+
+class QueryRefused(ValueError):
+    """The SQL is not a read query; the message says which statement and what is allowed."""
+
+
+def connect(db_path: str | Path) -> duckdb.DuckDBPyConnection:
+    """A sandboxed read-only connection to a Stage 3 database in ``<output root>/stage3/``.
+
+    Relative view paths resolve against the output root; only its table folders can be read.
+    """
+    db_path = Path(db_path).resolve()
+    root = db_path.parent.parent
+    con = duckdb.connect(str(db_path), read_only=True, config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    allowed = [f"{root / name}/" for name in schemas.TABLES] + [f"{name}/" for name in schemas.TABLES]
+    con.execute(f"SET file_search_path = {_sql_str(str(root))}")
+    con.execute("SET allowed_directories = [" + ", ".join(_sql_str(a) for a in allowed) + "]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def check_read_only(sql: str) -> None:
+    """Raise :class:`QueryRefused` unless every statement in ``sql`` is a SELECT or an EXPLAIN."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as err:
+        raise QueryRefused(f"the SQL does not parse: {err}") from None
+    if not statements:
+        raise QueryRefused("no SQL statement given")
+    for statement in statements:
+        if statement.type not in READ_STATEMENTS:
+            kind = statement.type.name.replace("_", " ")
+            raise QueryRefused(f"queries are read-only: a {kind} statement is not allowed; use SELECT (or EXPLAIN)")
+
+
 def query(output: Storage, sql: str) -> tuple[list[str], list[tuple]]:
-    """Run SQL read-only against the Stage 3 database; returns (column names, rows)."""
-    con = duckdb.connect(str(local_database(output)), read_only=True)
+    """Run read-only SQL against the Stage 3 database, sandboxed; returns (column names, rows)."""
+    check_read_only(sql)
+    con = connect(local_database(output))
     try:
         cursor = con.execute(sql)
         columns = [d[0] for d in cursor.description] if cursor.description else []

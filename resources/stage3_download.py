@@ -6,23 +6,31 @@ fetches the Stage 3 database and the Parquet tables (not the crop JPEGs, unless 
 
 Object keys come from a bucket that others write to, so every key is checked before anything is
 written: a key that is absolute, contains ``..`` or a backslash, or would otherwise resolve outside
-``local_dir`` is refused, and the whole download with it.
+``local_dir`` is refused, and the whole download with it; so is a plan that cannot be laid out on a
+file system (a key that is both a file and a folder, a name too long), before anything is written.
+
+A file is fetched again when its ETag differs from the one recorded when it was last fetched
+(``.odins_ravne_download.json`` in ``local_dir``), not only when its size does: a re-run rewrites
+the DuckDB file and Parquet parts with new content and often the same size.
 
 This module does not import Dagster.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 from urllib.parse import urlparse
 
 from gpu_ops import schemas
-from gpu_ops.fileio import atomic_fill
+from gpu_ops.fileio import atomic_fill, atomic_write
 from resources.aws import aws_client
+from resources.stage3 import DB_KEY
 
-DB_KEY = "stage3/odins_ravne.duckdb"
+RECORD = ".odins_ravne_download.json"  # key -> ETag of what was fetched
+NAME_MAX, PATH_MAX = 255, 4096  # Linux limits, bytes
 
 
 class UnsafeKeyError(ValueError):
@@ -62,8 +70,8 @@ def _list(client: Any, bucket: str, prefix: str) -> Iterable[dict]:
 def download_stage3(s3_uri: str, local_dir: str | os.PathLike, *, client: Any = None, with_crops: bool = False, echo=None) -> Path:
     """Copy the Stage 3 outputs under ``s3_uri`` into ``local_dir``; returns the local DuckDB path.
 
-    Files already present with the same size are not fetched again, so an interrupted download
-    resumes. Each file is written to a temporary name and renamed: no half-written Parquet.
+    Files already fetched with the same ETag are not fetched again, so an interrupted download
+    resumes and a re-run's new content always arrives. Each file is written to a temporary name and renamed: no half-written Parquet.
     """
     parsed = urlparse(s3_uri)
     if parsed.scheme != "s3" or not parsed.netloc:
@@ -83,24 +91,37 @@ def download_stage3(s3_uri: str, local_dir: str | os.PathLike, *, client: Any = 
         if top in schemas.TABLES or top == "stage3" or ".." in relative or relative.startswith("/") or "\\" in relative:
             target = safe_local_path(local, relative)  # checked before anything is written
             if _wanted(relative, with_crops):
-                plan.append((obj["Key"], target, obj["Size"]))
-    if not any(key.endswith(DB_KEY) for key, _, _ in plan):
+                plan.append((obj["Key"], target, obj["Size"], obj.get("ETag", "")))
+    if not any(key.endswith(DB_KEY) for key, _, _, _ in plan):
         raise FileNotFoundError(
             f"no Stage 3 database at {s3_uri.rstrip('/')}/{DB_KEY}: run `odins-ravne process ... --out {s3_uri}` first"
         )
+    _check_layout(local, [(key[len(prefix):], target) for key, target, _, _ in plan])
+    record_path = local / RECORD
+    fetched_before = json.loads(record_path.read_text()) if record_path.is_file() else {}
     fetched = 0
-    for key, target, size in plan:
-        if target.exists() and target.stat().st_size == size:
+    for key, target, size, etag in plan:
+        relative = key[len(prefix):]
+        seen = fetched_before.get(relative)
+        if target.is_file() and target.stat().st_size == size and seen == etag:
             continue
         atomic_fill(target, lambda handle, key=key: client.download_fileobj(bucket, key, handle))
+        fetched_before[relative] = etag
+        atomic_write(record_path, json.dumps(fetched_before, indent=0, sort_keys=True).encode())
         fetched += 1
     if echo:
-        echo(f"{fetched} file(s) downloaded, {len(plan) - fetched} already present, into {local}")
+        echo(f"{fetched} file(s) downloaded, {len(plan) - fetched} already up to date, into {local}")
     return safe_local_path(local, DB_KEY)
 
 
-def open_stage3(db_path: str | os.PathLike):
-    """A read-only DuckDB connection to a downloaded Stage 3 database."""
-    import duckdb
-
-    return duckdb.connect(str(db_path), read_only=True)
+def _check_layout(local: Path, entries: list[tuple[str, Path]]) -> None:
+    """Refuse keys no file system can hold side by side: one that is also another's folder, or too long."""
+    keys = {relative for relative, _ in entries}
+    for relative, target in entries:
+        parts = relative.split("/")
+        for depth in range(1, len(parts)):
+            folder = "/".join(parts[:depth])
+            if folder in keys:
+                raise UnsafeKeyError(f"refusing the download: {folder!r} is both a file and the folder of {relative!r} in the bucket")
+        if any(len(part.encode()) > NAME_MAX for part in parts) or len(str(target).encode()) >= PATH_MAX:
+            raise UnsafeKeyError(f"refusing the download: object key {relative[:80]!r}... is too long for a local file name")
