@@ -91,9 +91,9 @@ def _parse_labels(path: Path) -> list[Taxon]:
 
 class UltralyticsClassifier(Classifier):
     def __init__(self, path: str, image_size: int, device: str):
-        from gpu_ops.detector import _import_ultralytics
+        from gpu_ops.detector_ultralytics import import_ultralytics
 
-        self.model = _import_ultralytics().YOLO(path, task="classify")
+        self.model = import_ultralytics().YOLO(path, task="classify")
         self.image_size = image_size
         self.device = device
         self.name = f"ultralytics:{Path(path).name}"

@@ -1,14 +1,16 @@
 """Stage 1 detectors behind one small interface: RGB arrays in, normalized boxes out.
 
-``load_detector`` picks the model and the runtime:
+``load_detector`` picks the model, and with it the adapter module that runs it:
 
-* ``"default"`` - the embedded Darknet YOLOv3-tiny COCO weights (see ``weights.py``) run by our own
-  PyTorch module (``darknet.py``) on the ``torch``, ``onnx`` or ``tensorrt`` backend.
+* ``"default"`` - the embedded Darknet YOLOv3-tiny COCO weights on the ``torch``, ``onnx`` or
+  ``tensorrt`` backend (``detector_darknet.py``).
 * a path to an ultralytics model file (``.pt``, ``.onnx``, ``.engine``) - run by ultralytics, whose
-  file type decides the runtime.
-* ``"megadetector:<path>"`` - MegaDetector. v5 (``md_v5*.pt``, a YOLOv5 checkpoint) runs through the
-  ``megadetector`` package when it is installed; v6 / v1000 checkpoints (trained through ultralytics)
-  run through ultralytics. MegaDetector class ids 0, 1, 2 are animal, person, vehicle.
+  file type decides the runtime (``detector_ultralytics.py``).
+* ``"megadetector:<path>"`` - MegaDetector v5 through the ``megadetector`` package, v6 / v1000
+  through ultralytics (``detector_megadetector.py``).
+
+This module holds what they share: the ``Detection`` they return, the ``Detector`` base class
+(batching, halving the batch on out-of-memory errors), letterboxing and the label -> category map.
 
 Categories. Every detection carries one of ``schemas.DETECTION_CATEGORIES`` and the model's own label.
 A COCO model's labels map as: person -> person; bicycle, car, motorcycle, airplane, bus, train, truck,
@@ -16,60 +18,41 @@ boat -> vehicle; bird, cat, dog, horse, sheep, cow, elephant, bear, zebra, giraf
 other COCO class (chairs, bottles, traffic lights, ...) is dropped: Stage 1 keeps only what a camera
 trap is for. A model whose labels are ``animal``/``person``/``vehicle`` keeps them as they are.
 
-Backends (default model). ``torch``: CPU, or CUDA with fp16 autocast and channels_last. ``onnx``:
-the module exported once per image size next to the weights (uint8 NHWC input, scaling inside the
-graph), run by ONNX Runtime; on a CPU a batch is split across cores, one single-threaded run each.
-``tensorrt``: an FP16 engine built from that export, cached per GPU name, precision and batch
-size. ``auto``: TensorRT on a GPU, else ONNX Runtime on the CPU (1.3-3x faster than torch here);
-a missing ``tensorrt`` package falls back with one log line. YOLOv3-tiny was trained at 416: at
-640 it is 2.3x slower on a CPU and scores frame-filling subjects lower (bus.jpg's bus 0.65 -> 0.13).
-
 Geometry. Images are letterboxed to ``image_size`` (aspect kept, centred, padded), inferred in
-batches, boxes go through per-class NMS (``torchvision.ops.batched_nms``) and are mapped back to the
-original image as MegaDetector-style ``(x, y, w, h)`` normalized to [0, 1], origin top-left.
+batches and mapped back to the original image as MegaDetector-style ``(x, y, w, h)`` normalized to
+[0, 1], origin top-left.
 """
 
 from __future__ import annotations
 
 import abc
-import hashlib
 import logging
 import math
 import os
-import shutil
-import tempfile
 import threading
 import time
-import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
 import torch
-import torchvision
 
 from gpu_ops.schemas import DETECTION_CATEGORIES
-from gpu_ops.fileio import sha256_file
-from gpu_ops.weights import cache_lock, default_model_dir, fetch_default_weights
+from gpu_ops.weights import fetch_default_weights
 
 log = logging.getLogger("gpu_ops")
 
 TORCH_THREADS_ENV = "ODINS_RAVNE_TORCH_THREADS"
 MAX_DETECTIONS_PER_IMAGE = 300
-# Part of the cached ONNX / TensorRT file names: bump it whenever the exported graph changes
-# (2: batch norm folded, uint8 NHWC input), so no stale export is ever picked up.
-ONNX_EXPORT_VERSION = 2
-DARKNET_PAD_VALUE = 128  # Darknet letterboxes with grey 0.5
-ULTRALYTICS_PAD_VALUE = 114
+ULTRALYTICS_PAD_VALUE = 114  # the default letterbox grey; Darknet's own is 128
+BACKENDS = ("auto", "torch", "onnx", "tensorrt")
 
 _VEHICLES = ("bicycle", "car", "motorcycle", "motorbike", "airplane", "aeroplane", "bus", "train", "truck", "boat")
 _ANIMALS = ("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe")
 # Darknet's coco.names spells two vehicles the VOC way (motorbike, aeroplane); both spellings map.
 COCO_CATEGORY = {"person": "person", **{name: "vehicle" for name in _VEHICLES}, **{name: "animal" for name in _ANIMALS}}
-MEGADETECTOR_CLASSES = {0: "animal", 1: "person", 2: "vehicle"}
 
 
 def category_for_label(label: str) -> str | None:
@@ -233,9 +216,11 @@ class Detector(abc.ABC):
         return f"{type(self).__name__}({self.signature!r}, backend={self.backend!r}, device={self.device!r})"
 
 
-def _to_detections(
+def to_detections(
     xyxy: np.ndarray, conf: np.ndarray, class_ids: np.ndarray, box: Letterbox, labels: dict[int, str], categories: dict[int, str]
 ) -> list[Detection]:
+    """Model-input pixel boxes with scores and class ids -> detections of the classes in ``categories``
+    (the others, and boxes of no size, are dropped)."""
     normalized = box.to_normalized(xyxy)
     found = []
     for (x, y, w, h), score, class_id in zip(normalized, conf, class_ids):
@@ -245,352 +230,6 @@ def _to_detections(
             continue
         found.append(Detection(category, labels[class_id], float(score), (float(x), float(y), float(w), float(h))))
     return found
-
-
-class DarknetDetector(Detector):
-    """The default YOLOv3-tiny COCO model on the torch, onnx or tensorrt backend."""
-
-    pad_value = DARKNET_PAD_VALUE
-
-    def __init__(self, weights_dir: Path, *, backend: str, device: str, image_size: int, conf_threshold: float, iou_threshold: float):
-        super().__init__()
-        if image_size % 32:
-            raise ValueError(f"image_size {image_size} is not a multiple of 32, which YOLOv3-tiny needs (e.g. 416, 640)")
-        from gpu_ops.darknet import load_darknet
-
-        self.weights_dir = weights_dir
-        self.image_size = image_size
-        self.conf_threshold = conf_threshold
-        self.iou_threshold = iou_threshold
-        self.device = device
-        names = (weights_dir / "coco.names").read_text().splitlines()
-        self.labels = {i: name.strip() for i, name in enumerate(names) if name.strip()}
-        self.categories = {i: c for i, name in self.labels.items() if (c := category_for_label(name))}
-        self.name = "yolov3-tiny-coco"
-        digest = sha256_file(weights_dir / "yolov3-tiny.weights")[:16]
-        self.signature = f"{self.name}:{digest}:{image_size}:conf={conf_threshold}:iou={iou_threshold}"
-        self.model = load_darknet(weights_dir / "yolov3-tiny.cfg", weights_dir / "yolov3-tiny.weights")
-        self._runner = self._make_runner(backend)
-
-    # Each runner takes the uint8 NHWC batch of canvases as numpy and returns (N, anchors, 85)
-    # predictions. Scaling to 0..1 and the NHWC -> NCHW view live inside the model (UInt8Input), so
-    # the host does no float conversion and a GPU receives a quarter of the bytes.
-    def _make_runner(self, backend: str):
-        if backend == "tensorrt":
-            try:
-                return self._tensorrt_runner()
-            except _TensorRTUnavailable as exc:
-                backend = _untensorrt_backend(self.device)
-                log.warning("TensorRT backend unavailable (%s): falling back to the %s backend on %s", exc, backend, self.device)
-        if backend == "onnx":
-            self.backend = "onnx"
-            return self._onnx_runner()
-        if backend != "torch":
-            raise ValueError(f"unknown backend {backend!r}: use auto, torch, onnx or tensorrt")
-        self.backend = "torch"
-        return self._torch_runner()
-
-    def _torch_runner(self):
-        # channels_last pays on the CPU too (oneDNN): measured 35 -> 20 ms an image at 416 here.
-        # The NHWC uint8 input permuted to NCHW is already channels_last in memory: no copy.
-        model = UInt8Input(self.model).to(self.device).to(memory_format=torch.channels_last)
-        use_cuda = self.device.startswith("cuda")
-
-        def run(batch: np.ndarray) -> torch.Tensor:
-            tensor = torch.from_numpy(batch).to(self.device, non_blocking=True)
-            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=use_cuda):
-                return model(tensor).float()
-
-        return run
-
-    def onnx_path(self) -> Path:
-        """Exported once per image size, cached next to the weights; batch size stays dynamic."""
-        path = self.weights_dir / f"yolov3-tiny-{self.image_size}-export{ONNX_EXPORT_VERSION}.onnx"
-        if path.is_file():
-            return path
-        with cache_lock(self.weights_dir):  # processes starting together export once
-            if not path.is_file():
-                self._export_onnx(path)
-        return path
-
-    def _export_onnx(self, path: Path) -> None:
-        with tempfile.TemporaryDirectory(prefix=".onnx-", dir=self.weights_dir) as staging:
-            staged = Path(staging) / path.name
-            dummy = torch.zeros(1, self.image_size, self.image_size, 3, dtype=torch.uint8)
-            cpu_model = UInt8Input(self.model).to("cpu").eval()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the TorchScript exporter's shape-inference chatter
-                torch.onnx.export(
-                    cpu_model, (dummy,), str(staged), input_names=["images"], output_names=["predictions"],
-                    dynamic_axes={"images": {0: "batch"}, "predictions": {0: "batch"}}, opset_version=17, dynamo=False,
-                )
-            staged.replace(path)
-        log.info("exported %s", path)
-
-    def _onnx_runner(self):
-        import onnxruntime as ort
-
-        threads = torch.get_num_threads()
-        on_gpu = False
-        providers = ["CPUExecutionProvider"]
-        if self.device.startswith("cuda"):
-            if "CUDAExecutionProvider" in ort.get_available_providers():
-                providers.insert(0, "CUDAExecutionProvider")
-                on_gpu = True
-            else:
-                log.warning("onnxruntime has no CUDA provider here (install onnxruntime-gpu): running ONNX on the CPU")
-                self.device = "cpu"
-        options = ort.SessionOptions()
-        # On the CPU the batch is split across cores, one single-threaded run per core, instead of
-        # each layer being split across threads: a small model's many short layers then never wait
-        # at a thread barrier for a core that a decode thread holds (this halved the engine's model
-        # time on 2 busy cores). Spinning is off so idle threads leave the cores to the decoders.
-        options.intra_op_num_threads = threads if on_gpu else 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        session = ort.InferenceSession(str(self.onnx_path()), options, providers=providers)
-        shards = 1 if on_gpu else threads
-        pool = ThreadPoolExecutor(max_workers=shards, thread_name_prefix="onnx") if shards > 1 else None
-
-        def run_one(batch: np.ndarray) -> np.ndarray:
-            return session.run(["predictions"], {"images": batch})[0]
-
-        def run(batch: np.ndarray) -> torch.Tensor:
-            if pool is None or len(batch) == 1:
-                return torch.from_numpy(run_one(batch))
-            parts = np.array_split(batch, min(shards, len(batch)))
-            return torch.from_numpy(np.concatenate(list(pool.map(run_one, parts))))
-
-        return run
-
-    def _tensorrt_runner(self):
-        try:
-            import tensorrt as trt
-        except ImportError as exc:
-            raise _TensorRTUnavailable(f"'import tensorrt' failed: {exc}; install the 'tensorrt' extra on the GPU image") from exc
-        if not self.device.startswith("cuda"):
-            raise _TensorRTUnavailable("it needs a CUDA GPU and this process has none")
-        engine = _TensorRTEngine(trt, self.onnx_path(), self.weights_dir, self.image_size, self.device, max_batch=32)
-        self.backend = "tensorrt"
-        return engine.run
-
-    def _infer(self, canvases: list[np.ndarray], boxes: list[Letterbox]) -> list[list[Detection]]:
-        predictions = self._runner(np.stack(canvases))
-        return [self._postprocess(p, box) for p, box in zip(predictions, boxes)]
-
-    def _postprocess(self, prediction: torch.Tensor, box: Letterbox) -> list[Detection]:
-        # One label per box (the best class), scored objectness x class probability, as ultralytics does.
-        scores, class_ids = (prediction[:, 5:] * prediction[:, 4:5]).max(dim=1)
-        keep = scores > self.conf_threshold
-        if self.categories:
-            wanted = torch.zeros(prediction.shape[1] - 5, dtype=torch.bool, device=prediction.device)
-            wanted[list(self.categories)] = True
-            keep &= wanted[class_ids]
-        prediction, scores, class_ids = prediction[keep], scores[keep], class_ids[keep]
-        if not len(scores):
-            return []
-        cx, cy, w, h = prediction[:, 0], prediction[:, 1], prediction[:, 2], prediction[:, 3]
-        xyxy = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1)
-        kept = torchvision.ops.batched_nms(xyxy, scores, class_ids, self.iou_threshold)[:MAX_DETECTIONS_PER_IMAGE]
-        return _to_detections(
-            xyxy[kept].cpu().numpy(), scores[kept].cpu().numpy(), class_ids[kept].cpu().numpy(), box, self.labels, self.categories
-        )
-
-
-class UInt8Input(torch.nn.Module):
-    """Wraps a model so it takes the letterboxed canvases as they are: uint8, N x H x W x 3."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images.permute(0, 3, 1, 2).float() / 255.0)
-
-
-class _TensorRTUnavailable(RuntimeError):
-    pass
-
-
-class _TensorRTEngine:
-    """A TensorRT engine built from our ONNX export and cached per GPU, precision and batch size.
-
-    Exercised only on GPU machines with the ``tensorrt`` extra; CI tests its selection and fallback.
-    """
-
-    def __init__(self, trt: Any, onnx_path: Path, cache_dir: Path, image_size: int, device: str, max_batch: int):
-        self.trt = trt
-        self.device = torch.device(device)
-        self.max_batch = max_batch
-        gpu = torch.cuda.get_device_name(self.device).replace(" ", "_").replace("/", "_")
-        precision = "fp16"
-        path = cache_dir / f"{onnx_path.stem}-{gpu}-{precision}-b{max_batch}-trt{trt.__version__}.engine"
-        logger = trt.Logger(trt.Logger.WARNING)
-        if not path.is_file():
-            log.info("building TensorRT engine %s (one-off, a minute or two)", path.name)
-            builder = trt.Builder(logger)
-            network = builder.create_network(0)
-            parser = trt.OnnxParser(network, logger)
-            if not parser.parse(onnx_path.read_bytes()):
-                errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-                raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
-            config = builder.create_builder_config()
-            config.set_flag(trt.BuilderFlag.FP16)
-            profile = builder.create_optimization_profile()
-            shape = (image_size, image_size, 3)
-            profile.set_shape("images", (1, *shape), (max_batch, *shape), (max_batch, *shape))
-            config.add_optimization_profile(profile)
-            serialized = builder.build_serialized_network(network, config)
-            if serialized is None:
-                raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}")
-            staged = path.with_suffix(".partial")
-            staged.write_bytes(bytes(serialized))
-            staged.replace(path)
-        self.engine = trt.Runtime(logger).deserialize_cuda_engine(path.read_bytes())
-        self.context = self.engine.create_execution_context()
-        self.stream = torch.cuda.Stream(self.device)
-
-    def run(self, batch: np.ndarray) -> torch.Tensor:
-        outputs = []
-        for start in range(0, len(batch), self.max_batch):
-            images = torch.from_numpy(batch[start : start + self.max_batch]).to(self.device)
-            self.context.set_input_shape("images", tuple(images.shape))
-            out_shape = tuple(self.context.get_tensor_shape("predictions"))
-            predictions = torch.empty(out_shape, dtype=torch.float32, device=self.device)
-            self.context.set_tensor_address("images", images.data_ptr())
-            self.context.set_tensor_address("predictions", predictions.data_ptr())
-            self.context.execute_async_v3(self.stream.cuda_stream)
-            self.stream.synchronize()
-            outputs.append(predictions)
-        return torch.cat(outputs)
-
-
-def prepare_ultralytics_environment() -> None:
-    """Keep ultralytics offline and quiet; must run before ``import ultralytics``.
-
-    Its font check downloads Arial even when offline, so a TTF that matplotlib ships is copied
-    under the names it looks for. Values already set by the caller are kept.
-    """
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    os.environ.setdefault("YOLO_AUTOINSTALL", "0")
-    os.environ.setdefault("YOLO_VERBOSE", "False")
-    config_dir = Path(os.environ.setdefault("YOLO_CONFIG_DIR", str(default_model_dir() / "ultralytics-config")))
-    fonts = config_dir / "Ultralytics"
-    if not (fonts / "Arial.Unicode.ttf").is_file():
-        import matplotlib
-
-        source = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
-        fonts.mkdir(parents=True, exist_ok=True)
-        for name in ("Arial.ttf", "Arial.Unicode.ttf"):
-            shutil.copyfile(source, fonts / name)
-
-
-def _import_ultralytics():
-    prepare_ultralytics_environment()
-    import ultralytics
-    from ultralytics.utils import SETTINGS
-
-    if SETTINGS.get("sync"):
-        SETTINGS.update({"sync": False})
-    configure_torch_threads()
-    return ultralytics
-
-
-class UltralyticsDetector(Detector):
-    """Any ultralytics model file; ``class_categories`` overrides the label-based mapping (MegaDetector)."""
-
-    def __init__(self, path: Path, *, device: str, image_size: int, conf_threshold: float, iou_threshold: float,
-                 name: str | None = None, class_categories: dict[int, str] | None = None):
-        super().__init__()
-        ultralytics = _import_ultralytics()
-        self.image_size = image_size
-        self.conf_threshold = conf_threshold
-        self.iou_threshold = iou_threshold
-        self.device = device
-        self.backend = f"ultralytics-{path.suffix.lstrip('.') or 'model'}"
-        self.model = ultralytics.YOLO(str(path), task="detect")
-        names = self.model.names or {}
-        self.labels = {int(i): str(n) for i, n in (names.items() if isinstance(names, dict) else enumerate(names))}
-        if class_categories is not None:
-            self.categories = {i: c for i, c in class_categories.items()}
-            for i, category in class_categories.items():
-                self.labels.setdefault(i, category)
-        else:
-            self.categories = {i: c for i, n in self.labels.items() if (c := category_for_label(n))}
-        if not self.categories:
-            log.warning("%s: none of its labels (%s...) maps to animal/person/vehicle; it will detect nothing",
-                        path.name, ", ".join(list(self.labels.values())[:5]))
-        self.name = name or path.stem
-        digest = sha256_file(path)[:16] if path.is_file() else hashlib.sha256(str(path).encode()).hexdigest()[:16]
-        self.signature = f"{self.name}:{digest}:{image_size}:conf={conf_threshold}:iou={iou_threshold}"
-
-    def _infer(self, canvases: list[np.ndarray], boxes: list[Letterbox]) -> list[list[Detection]]:
-        # ultralytics takes BGR arrays; the canvases are already image_size square, so its own
-        # letterbox is a no-op and our Letterbox maps the boxes back.
-        results = self.model.predict(
-            [np.ascontiguousarray(canvas[..., ::-1]) for canvas in canvases], imgsz=self.image_size,
-            conf=self.conf_threshold, iou=self.iou_threshold, device=self.device, half=self.device.startswith("cuda"),
-            max_det=MAX_DETECTIONS_PER_IMAGE, verbose=False, batch=len(canvases),
-        )
-        found = []
-        for result, box in zip(results, boxes):
-            data = result.boxes
-            found.append(_to_detections(
-                data.xyxy.cpu().numpy(), data.conf.cpu().numpy(), data.cls.cpu().numpy(), box, self.labels, self.categories
-            ))
-        return found
-
-
-class MegaDetectorV5(Detector):
-    """MegaDetector v5 (a YOLOv5 checkpoint) through the ``megadetector`` package, one image at a time.
-
-    The package letterboxes itself (at its own 1280 default unless image_size says otherwise), so
-    ``prepare`` hands it the image unchanged.
-    """
-
-    def __init__(self, path: Path, *, device: str, image_size: int, conf_threshold: float, iou_threshold: float):
-        super().__init__()
-        try:
-            from megadetector.detection import run_detector
-        except ImportError as exc:
-            raise RuntimeError(
-                f"{path.name} is a MegaDetector v5 checkpoint, which runs through the 'megadetector' package: "
-                f"pip install megadetector (it is not a dependency of this project). Import failed: {exc}"
-            ) from exc
-        if device == "cpu":
-            # The package picks the GPU by itself; hiding it is the documented way to force the CPU.
-            os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
-        self.model = run_detector.load_detector(str(path))
-        self.image_size = image_size
-        self.conf_threshold = conf_threshold
-        self.device = device
-        self.backend = "megadetector"
-        self.name = path.stem
-        self.signature = f"{self.name}:{sha256_file(path)[:16]}:{image_size}:conf={conf_threshold}:iou={iou_threshold}"
-
-    def prepare(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
-        height, width = image.shape[:2]
-        return image, Letterbox(width, height, 1.0, 0.0, 0.0)
-
-    def _infer(self, canvases: list[np.ndarray], boxes: list[Letterbox]) -> list[list[Detection]]:
-        from PIL import Image
-
-        found = []
-        for index, image in enumerate(canvases):
-            result = self.model.generate_detections_one_image(
-                Image.fromarray(image), f"image-{index}", detection_threshold=self.conf_threshold, image_size=self.image_size
-            )
-            detections = []
-            # The package reports 1-based string categories: "1" animal, "2" person, "3" vehicle.
-            for item in result.get("detections") or []:
-                category = MEGADETECTOR_CLASSES.get(int(item["category"]) - 1)
-                if category is None:
-                    continue
-                x, y, w, h = (float(np.clip(v, 0.0, 1.0)) for v in item["bbox"])
-                w, h = min(w, 1.0 - x), min(h, 1.0 - y)
-                detections.append(Detection(category, category, float(item["conf"]), (x, y, w, h)))
-            found.append(detections)
-        return found
 
 
 _CACHE: dict[tuple, Detector] = {}
@@ -622,29 +261,24 @@ def load_detector(model: str = "default", *, backend: str = "auto", device: str 
 
 
 def _build(model: str, backend: str, device: str, image_size: int, conf: float, iou: float) -> Detector:
-    if backend not in ("auto", "torch", "onnx", "tensorrt"):
-        raise ValueError(f"unknown backend {backend!r}: use auto, torch, onnx or tensorrt")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: use {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}")
     options = dict(device=device, image_size=image_size, conf_threshold=conf, iou_threshold=iou)
+    # Imported here: the adapters build on this module's base class, and only the chosen one loads.
     if model == "default":
-        if backend == "auto":
-            # On a GPU, TensorRT is tried first and falls back with one log line.
-            backend = "tensorrt" if device.startswith("cuda") else _untensorrt_backend(device)
+        from gpu_ops.detector_darknet import DarknetDetector
+
         return DarknetDetector(fetch_default_weights(), backend=backend, **options)
     if model.startswith("megadetector:"):
-        path = _existing(model.split(":", 1)[1], model)
-        if path.name.lower().startswith("md_v5"):
-            return MegaDetectorV5(path, **options)
-        return UltralyticsDetector(path, name=path.stem, class_categories=MEGADETECTOR_CLASSES, **options)
+        from gpu_ops.detector_megadetector import load_megadetector
+
+        return load_megadetector(_existing(model.split(":", 1)[1], model), **options)
     path = _existing(model, model)
     if path.suffix.lower() not in (".pt", ".onnx", ".engine"):
         raise ValueError(f"model {model!r}: expected 'default', 'megadetector:<path>' or an ultralytics .pt/.onnx/.engine file")
+    from gpu_ops.detector_ultralytics import UltralyticsDetector
+
     return UltralyticsDetector(path, **options)
-
-
-def _untensorrt_backend(device: str) -> str:
-    """The best backend without TensorRT: torch on a GPU (fp16 autocast, channels_last); ONNX
-    Runtime on the CPU, measured 1.3-3x faster than torch there for YOLOv3-tiny (more at batch 1)."""
-    return "torch" if device.startswith("cuda") else "onnx"
 
 
 def _existing(path_text: str, model: str) -> Path:

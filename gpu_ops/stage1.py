@@ -26,6 +26,7 @@ from gpu_ops import media as media_io
 from gpu_ops.cropper import crop_detection, encode_jpeg
 from gpu_ops.engine import run_detection
 from gpu_ops.fusion import BurstConfig, fuse_burst, share_inside
+from gpu_ops.megadetector_format import detection_id
 from gpu_ops.workstate import WorkState, signature, work_prefix
 
 # One row per detection, per unique media content; the published table adds file path and time.
@@ -52,10 +53,6 @@ RESULT_SCHEMA = pa.schema(
 
 # Media per committed chunk: small enough that a crash loses little, large enough to batch well.
 CHUNK_SIZE = 64
-
-
-def detection_id(sha256: str, frame_number: int, index: int) -> str:
-    return f"{sha256[:16]}-{frame_number}-{index}"
 
 
 def crop_key(camera_id: str, det_id: str) -> str:

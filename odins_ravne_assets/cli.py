@@ -203,7 +203,8 @@ def _output_tables(output) -> dict:
 def export_command(kind: str, output_root: str, dest: str, *, camera_id: str | None = None, profile: str | None = None) -> int:
     """Write a Camtrap DP package or a MegaDetector batch output file from what `process` wrote."""
     from odins_ravne_assets.hugin.deployments import apply_clock_offsets
-    from odins_ravne_assets.hugin.exports import export_camtrap_dp, export_megadetector, validate_camtrap_dp
+    from odins_ravne_assets.hugin.camtrap_dp_export import export_camtrap_dp, validate_camtrap_dp
+    from odins_ravne_assets.hugin.megadetector_export import export_megadetector
     from resources.profiles import load_profile
     from gpu_ops.storage import Storage
 

@@ -23,8 +23,8 @@ from odins_ravne_assets.hugin.deployments import (
     trap_nights,
 )
 from odins_ravne_assets.hugin.events import condense_events, settings_for_camera
-from odins_ravne_assets.hugin.exports import generalize_locations, sensitive_cameras
 from odins_ravne_assets.hugin.reports import write_reports
+from odins_ravne_assets.hugin.sensitive_species import generalize_locations, sensitive_cameras
 from odins_ravne_assets.hugin.sites import site_summary
 from odins_ravne_assets.hugin.stage3_views import extra_views
 from odins_ravne_assets.munin.preview import markdown_image

@@ -50,9 +50,9 @@ def test_torchscript_without_labels_is_a_clear_error(tmp_path):
 
 
 def test_ultralytics_classification_model_runs(tmp_path):
-    from gpu_ops.detector import _import_ultralytics
+    from gpu_ops.detector_ultralytics import import_ultralytics
 
-    YOLO = _import_ultralytics().YOLO
+    YOLO = import_ultralytics().YOLO
     model = YOLO("yolo11n-cls.yaml")  # random weights, built offline from the architecture file
     path = tmp_path / "random-cls.pt"
     model.save(str(path))

@@ -10,14 +10,11 @@ from gpu_ops import schemas
 from odins_ravne_assets.hugin.clusters import cluster_cameras
 from odins_ravne_assets.hugin.deployments import apply_clock_offsets, build_deployments, read_deployments_csv
 from odins_ravne_assets.hugin.events import condense_events
-from odins_ravne_assets.hugin.exports import (
-    export_camtrap_dp,
-    export_megadetector,
-    generalize,
-    import_megadetector_json,
-    read_megadetector_json,
-    validate_camtrap_dp,
-)
+from gpu_ops import megadetector_format
+from gpu_ops.megadetector_format import read_batch_output
+from odins_ravne_assets.hugin.camtrap_dp_export import export_camtrap_dp, validate_camtrap_dp
+from odins_ravne_assets.hugin.megadetector_export import export_megadetector
+from odins_ravne_assets.hugin.sensitive_species import generalize
 
 
 def project():
@@ -118,7 +115,7 @@ def test_megadetector_export_round_trips_through_import(tmp_path):
     assert elk["bbox"] == [0.1, 0.1, 0.2, 0.2] and elk["category"] == "1"
     assert first["classification_categories"][elk["classifications"][0][0]] == "elk"
 
-    again = read_megadetector_json(tmp_path / "run.json")
+    again = read_batch_output(tmp_path / "run.json")
     second = export_megadetector(tmp_path / "again.json", media=again.media, detections=again.detections,
                                  species_labels=again.species_labels, info=again.info)
     assert second == first
@@ -133,15 +130,17 @@ def test_per_camera_file_and_import_against_the_manifest_reproduce_stage1_ids(tm
     assert "classification_categories" not in doc
 
     cam_a_media = media.filter(pa.compute.equal(media["camera_id"], "cam-a"))
-    got_media, got_dets = import_megadetector_json(tmp_path / "cam-a.json", camera_id="cam-a", media=cam_a_media)
-    assert got_media.schema == schemas.MEDIA and got_dets.schema == schemas.DETECTIONS
+    got = read_batch_output(tmp_path / "cam-a.json", camera_id="cam-a", media=cam_a_media)
+    got_media, got_dets = got.media, got.detections
+    assert got_media.schema == megadetector_format.MEDIA_SCHEMA and got_dets.schema == schemas.DETECTIONS
+    assert got_media.schema.names[:len(schemas.MEDIA)] == schemas.MEDIA.names  # the contract's media, plus video extras
     want = detections.filter(pa.compute.equal(detections["camera_id"], "cam-a"))
     assert sorted(got_dets["detection_id"].to_pylist()) == sorted(want["detection_id"].to_pylist())
     assert got_dets.column("timestamp").to_pylist()[0] == T0
     assert got_media.column("status").to_pylist() == ["ok", "ok", "ok", "failed"]
 
     # without the manifest: still joinable, ids from the path
-    _, bare = import_megadetector_json(tmp_path / "cam-a.json", camera_id="cam-a")
+    bare = read_batch_output(tmp_path / "cam-a.json", camera_id="cam-a").detections
     assert bare.num_rows == 4 and bare["sha256"].null_count == 4
 
 
@@ -155,13 +154,14 @@ def test_importing_a_foreign_file(tmp_path):
                                                     {"category": "7", "conf": 0.9, "bbox": [0, 0, 1, 1]}]},
             {"file": "camX/b.jpg", "failure": "Failure image access", "detections": None},
         ]}))
-    media, dets = import_megadetector_json(path)
+    found = read_batch_output(path)
+    media, dets = found.media, found.detections
     assert media.column("file_path").to_pylist() == ["sub/a.jpg", "b.jpg"]
     assert dets.to_pylist()[0]["model"] == "md_v5a.0.0.pt" and dets.num_rows == 1
     with pytest.raises(ValueError, match="has no camera folder"):
-        read_megadetector_json({"detection_categories": {}, "images": [{"file": "a.jpg", "detections": []}]})
+        read_batch_output({"detection_categories": {}, "images": [{"file": "a.jpg", "detections": []}]})
     with pytest.raises(ValueError, match="batch output file"):
-        read_megadetector_json({"results": []})
+        read_batch_output({"results": []})
 
 
 def test_a_video_with_nothing_in_it_still_exports(tmp_path):
@@ -171,5 +171,5 @@ def test_a_video_with_nothing_in_it_still_exports(tmp_path):
     media, detections, _ = s.tables()
     doc = export_megadetector(None, media=media, detections=detections)
     assert doc["images"] == [{"file": "cam-v/EMPTY.MP4", "frames_processed": [0], "detections": []}]
-    again = read_megadetector_json(doc)
+    again = read_batch_output(doc)
     assert export_megadetector(None, media=again.media, detections=again.detections, info=again.info) == doc

@@ -13,17 +13,19 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from gpu_ops.stage1 import RESULT_SCHEMA, crop_key, detection_id
-from odins_ravne_assets.hugin.exports import import_megadetector_json
+from gpu_ops import schemas
+from gpu_ops.megadetector_format import detection_id, read_batch_output
+from gpu_ops.stage1 import RESULT_SCHEMA, crop_key
 from odins_ravne_assets.munin.publish import stage1_state
 
 
 def import_megadetector(output, camera_id: str, json_path: str | Path, profile) -> dict:
     """Commit the file's detections for one camera; returns what was imported."""
-    manifest = output.read_parquet(f"media/camera_id={camera_id}")
+    manifest = output.read_parquet(schemas.camera_prefix("media", camera_id))
     if manifest is None:
         raise FileNotFoundError(f"camera '{camera_id}' has no media manifest yet: materialize raw_images for it first")
-    media, detections = import_megadetector_json(json_path, camera_id=camera_id, media=manifest)
+    results = read_batch_output(json_path, camera_id=camera_id, media=manifest)
+    media, detections = results.media, results.detections
     known = {row["file_path"]: row for row in manifest.to_pylist() if row["status"] == "ok"}
     covered = {row["file_path"] for row in media.to_pylist() if row["file_path"] in known}
     unknown = sorted({row["file_path"] for row in media.to_pylist()} - set(known))

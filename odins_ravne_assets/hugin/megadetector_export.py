@@ -1,0 +1,41 @@
+"""Export to MegaDetector batch output 1.6, the file Timelapse and AddaxAI open.
+
+The format itself (categories, failure strings, rounding, reading back) is
+:mod:`gpu_ops.megadetector_format`; this chooses what goes in: the whole run or one camera. The
+format carries no coordinates, so sensitive species need no generalizing here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import pyarrow as pa
+
+from gpu_ops.megadetector_format import to_batch_output, write_batch_output
+
+
+def export_megadetector(
+    dest: str | Path | None,
+    *,
+    media: pa.Table,
+    detections: pa.Table,
+    species_labels: pa.Table | None = None,
+    camera_id: str | None = None,
+    info: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """MegaDetector batch output as a dict, also written to ``dest`` when given.
+
+    With ``camera_id``, one camera's file with paths relative to its folder; without, the whole run
+    with paths ``<camera_id>/<file_path>`` relative to the input root. ``info`` entries override the
+    generated ones (use an imported file's ``info`` to reproduce it exactly).
+    """
+    def of_camera(table: pa.Table | None) -> list[dict[str, Any]]:
+        rows = table.to_pylist() if table is not None else []
+        return rows if camera_id is None else [r for r in rows if r["camera_id"] == camera_id]
+
+    doc = to_batch_output(of_camera(media), of_camera(detections), of_camera(species_labels),
+                          camera_id=camera_id, info=info)
+    if dest is not None:
+        write_batch_output(doc, dest)
+    return doc
