@@ -26,37 +26,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from dagster import ConfigurableResource
 
+from gpu_ops import schemas
+from gpu_ops.schemas import COSTS, TIMESTAMP
 from resources.aws import aws_client
-from resources.batch_pipes import billable_seconds
-
-TIMESTAMP = pa.timestamp("us")
-
-COSTS = pa.schema(
-    [
-        ("camera_id", pa.string()),
-        ("run_id", pa.string()),  # the Dagster run that launched the job
-        ("stage", pa.string()),  # detect | classify
-        ("job_id", pa.string()),
-        ("job_name", pa.string()),
-        ("queue", pa.string()),
-        ("capacity", pa.string()),  # spot | on-demand
-        ("instance_type", pa.string()),
-        ("region", pa.string()),
-        ("price_source", pa.string()),  # table | live-spot | table (live ignored: <why>)
-        ("usd_per_hour", pa.float64()),
-        ("attempts", pa.int32()),
-        ("runtime_seconds", pa.float64()),  # billable: summed over attempts
-        ("usd", pa.float64()),
-        ("on_demand_usd", pa.float64()),  # the same seconds at the on-demand price
-        ("saving_usd", pa.float64()),  # on_demand_usd - usd: what spot saved
-        ("n_media", pa.int64()),  # what this job processed: media for detect, crops for classify
-        ("usd_per_media", pa.float64()),
-        ("status", pa.string()),  # SUCCEEDED | FAILED
-        ("started_at", TIMESTAMP),  # UTC
-        ("stopped_at", TIMESTAMP),
-        ("recorded_at", TIMESTAMP),
-    ]
-)
 
 # Images per hour on one GPU from the team's benchmark sheet; used to project a run before it starts.
 DEFAULT_THROUGHPUT = {"g4dn.xlarge": 2000.0, "g4dn.2xlarge": 4000.0, "g4dn.4xlarge": 8000.0, "p3.2xlarge": 8000.0}
@@ -138,6 +110,20 @@ class PriceBook:
         if not 0 < value <= self.on_demand[instance_type]:
             return self._table_spot(instance_type, f"table (live ignored: implausible ${value:g}/h)")
         return Price(round(value, 6), "live-spot")
+
+
+def billable_seconds(attempts: Sequence[Mapping], started_at: int | None = None, stopped_at: int | None = None) -> float:
+    """Seconds a Batch job was billed: the sum over its attempts (a reclaimed attempt was paid for too).
+
+    Times are Batch's epoch milliseconds; without attempt times, the job's own start and stop.
+    """
+    spans = [(a.get("startedAt"), a.get("stoppedAt")) for a in attempts or []]
+    complete = [(start, stop) for start, stop in spans if start is not None and stop is not None]
+    if complete:
+        return max(sum(stop - start for start, stop in complete) / 1000, 0.0)
+    if started_at is not None and stopped_at is not None:
+        return max((stopped_at - started_at) / 1000, 0.0)
+    return 0.0
 
 
 def _ts(ms: int | None) -> dt.datetime | None:
@@ -231,7 +217,7 @@ def report_rows(costs: pa.Table | None, by: str = "camera_id") -> list[dict]:
 
 
 def costs_key(camera_id: str, run_id: str, stage: str) -> str:
-    return f"costs/camera_id={camera_id}/{run_id}-{stage}.parquet"
+    return schemas.camera_key("costs", camera_id, f"{run_id}-{stage}.parquet")
 
 
 def projected_cost(n_media: int, prices: PriceBook, instance_type: str, capacity: str, throughput: Mapping[str, float] | None = None) -> float:

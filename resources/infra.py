@@ -18,6 +18,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import botocore.exceptions
 
+from resources.batch_retry import retry_strategy_from_profile
+
 TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "infra" / "cloudformation.yaml"
 DEFAULT_STACK = "odins-ravne"
 _FAILED = ("CREATE_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "UPDATE_ROLLBACK_COMPLETE", "UPDATE_ROLLBACK_FAILED", "DELETE_FAILED", "UPDATE_FAILED")
@@ -43,8 +45,6 @@ def stack_parameters(
     project_name: str = DEFAULT_STACK,
 ) -> dict[str, str]:
     """CloudFormation parameters from a profile plus what only the account knows (image, network)."""
-    from resources.batch_pipes import retry_strategy_from_profile
-
     if not subnet_ids or not security_group_ids:
         raise InfraError("deploy needs --subnet (at least one) and --security-group (at least one) of the account's VPC")
     compute = profile.cloud.aws.compute

@@ -39,20 +39,22 @@ def main() -> int:
             os.kill(os.getpid(), signal.SIGKILL)
         if mode == "sleep":
             time.sleep(120)
-        shard = extras.get("shard") or {"index": 0, "keys": extras.get("keys", [])}
+        # The production shard contract (resources.stage_plan.shard_extras): shard=[index, count], shard_keys.
+        index = (extras.get("shard") or [0, 1])[0]
+        shard_keys = extras.get("shard_keys", [])
         state = WorkState(Storage(extras["out"]), work_prefix("detect", "testsig", extras["camera_id"]))
         done = state.done()
-        todo = [k for k in shard["keys"] if k not in done]
+        todo = [k for k in shard_keys if k not in done]
         chunk = int(extras.get("chunk", 2))
         for number, start in enumerate(range(0, len(todo), chunk)):
             keys = todo[start : start + chunk]
             with open(extras["ledger"], "a") as ledger:
                 ledger.write("".join(f"{k}\n" for k in keys))
             state.commit(keys, pa.table({"key": keys, "value": [len(k) for k in keys]}), {})
-            if mode == "die_after_chunk" and shard["index"] == extras.get("die_shard") and number == 0:
+            if mode == "die_after_chunk" and index == extras.get("die_shard") and number == 0:
                 os.kill(os.getpid(), signal.SIGKILL)
-        pipes.report_asset_materialization(metadata={"processed": len(todo), "skipped": len(shard["keys"]) - len(todo)})
-        pipes.report_custom_message({"shard": shard["index"], "processed": len(todo)})
+        pipes.report_asset_materialization(metadata={"processed": len(todo), "skipped": len(shard_keys) - len(todo)})
+        pipes.report_custom_message({"shard": index, "processed": len(todo)})
     return 0
 
 

@@ -20,14 +20,12 @@ import pytest
 from dagster import asset, materialize
 
 from odin_support import JOB_DEFINITION, ONDEMAND_QUEUE, SPOT_QUEUE, client, make_batch, moto_batch_without_docker, moto_endpoint, moto_reset  # noqa: F401
-from resources.batch_pipes import (
-    LocalBatchRunner,
-    PipesBatchClient,
-    evaluate_on_exit,
-    retry_strategy,
-)
-from resources.sharding import pending_keys, plan_shards, shard_extras, work_state
 from gpu_ops.storage import Storage
+from gpu_ops.workstate import WorkState, work_prefix
+from resources.batch_local import LocalBatchRunner
+from resources.batch_pipes import PipesBatchClient
+from resources.batch_retry import evaluate_on_exit, retry_strategy
+from resources.stage_plan import plan_shards, shard_extras
 
 BUCKET = "odins-ravne-test"
 JOB_SCRIPT = str(Path(__file__).with_name("odin_job.py"))
@@ -152,7 +150,7 @@ def test_spot_reclaim_is_retried_by_the_retry_strategy(batch, tmp_path):
     # job definition's retry strategy (the one the stack deploys) then decides, as Batch would.
     batch_client = make_client()
     outcome, result = run_asset(
-        batch_client, params(), [{"keys": ["a", "b"]}],
+        batch_client, params(), [{"shard_keys": ["a", "b"]}],
         {"out": str(tmp_path / "out"), "camera_id": "cam01", "ledger": str(tmp_path / "l"), "mode": "reclaim_once"},
     )
     assert result.success, outcome.get("error")
@@ -166,7 +164,7 @@ def test_spot_reclaim_is_retried_by_the_retry_strategy(batch, tmp_path):
 def test_real_failure_is_not_retried_and_the_error_says_why(batch, tmp_path):
     batch_client = make_client()
     outcome, result = run_asset(
-        batch_client, params(), [{"keys": ["a"]}],
+        batch_client, params(), [{"shard_keys": ["a"]}],
         {"out": str(tmp_path / "out"), "camera_id": "cam01", "ledger": str(tmp_path / "l"), "mode": "exit3"},
     )
     assert not result.success
@@ -186,8 +184,8 @@ def test_shard_killed_halfway_resumes_without_redoing_finished_work(batch, tmp_p
     outcome, result = run_asset(make_client(), no_retry, shard_extras(keys, 2), extras)
     assert not result.success
     assert "1 of 3 Batch job(s) failed" in outcome["error"] and "shard 1 job" in outcome["error"]
-    state = work_state(Storage(str(out)), "detect", "testsig", "cam01")
-    left = pending_keys(state, keys)
+    state = WorkState(Storage(str(out)), work_prefix("detect", "testsig", "cam01"))
+    left = [k for k in keys if k not in state.done()]
     assert left == ["sha03"]  # shard 1 committed sha02 before it died; shards 0 and 2 finished
     # Re-run: only the unfinished key is sharded and launched.
     outcome, result = run_asset(make_client(), no_retry, shard_extras(left, 2), {**extras, "mode": "ok"})
@@ -205,7 +203,7 @@ def test_job_left_runnable_on_spot_moves_to_on_demand(batch, tmp_path):
     runner = LocalBatchRunner(batch_client, capacity={SPOT_QUEUE: 0}, grace_seconds=1)
     pipes = make_client(runner=runner, fallback_timeout=0.5)
     outcome, result = run_asset(
-        pipes, params(), [{"keys": ["a"]}], {"out": str(tmp_path / "out"), "camera_id": "cam01", "ledger": str(tmp_path / "l")}
+        pipes, params(), [{"shard_keys": ["a"]}], {"out": str(tmp_path / "out"), "camera_id": "cam01", "ledger": str(tmp_path / "l")}
     )
     assert result.success, outcome.get("error")
     job = outcome["run"].jobs[0]
@@ -254,11 +252,11 @@ def test_interrupted_run_terminates_its_jobs(batch, tmp_path):
 def test_runner_env_switch_is_validated(monkeypatch):
     monkeypatch.setenv("ODINS_RAVNE_BATCH_RUNNER", "docker")
     with pytest.raises(ValueError, match="use 'local'"):
-        LocalBatchRunner.from_env(object())
+        LocalBatchRunner.requested()
     monkeypatch.setenv("ODINS_RAVNE_BATCH_RUNNER", "local")
-    assert isinstance(LocalBatchRunner.from_env(object()), LocalBatchRunner)
+    assert LocalBatchRunner.requested() is True
     monkeypatch.delenv("ODINS_RAVNE_BATCH_RUNNER")
-    assert LocalBatchRunner.from_env(object()) is None
+    assert LocalBatchRunner.requested() is False
 
 
 def test_capacity_comes_from_the_compute_environment_the_job_landed_in():
