@@ -31,7 +31,8 @@ import pyarrow as pa
 
 from gpu_ops import media as media_io
 from gpu_ops.bursts import assign_bursts, read_maker_sequence
-from gpu_ops.fusion import BurstConfig, fuse_burst, iou
+from gpu_ops.boxes import iou
+from gpu_ops.fusion import BurstConfig, fuse_burst
 
 IOUS = (0.3, 0.5)
 _PATH_COLUMNS = ("filePath", "fileName", "filename", "file_path", "mediaID")

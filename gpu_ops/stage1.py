@@ -23,9 +23,11 @@ import pyarrow.compute as pc
 from PIL import Image
 
 from gpu_ops import media as media_io
+from gpu_ops import schemas
+from gpu_ops.boxes import share_inside
 from gpu_ops.cropper import crop_detection, encode_jpeg
 from gpu_ops.engine import run_detection
-from gpu_ops.fusion import BurstConfig, fuse_burst, share_inside
+from gpu_ops.fusion import BurstConfig, fuse_burst
 from gpu_ops.megadetector_format import detection_id
 from gpu_ops.workstate import WorkState, signature, work_prefix
 
@@ -56,7 +58,7 @@ CHUNK_SIZE = 64
 
 
 def crop_key(camera_id: str, det_id: str) -> str:
-    return f"crops/camera_id={camera_id}/{det_id}.jpg"
+    return schemas.camera_key("crops", camera_id, f"{det_id}.jpg")
 
 
 @dataclass
@@ -171,7 +173,7 @@ def run_stage1(
     s1, crop_cfg = profile.pipeline.stage1, profile.pipeline.crops
     sig, _ = stage1_signature(profile)
     state = WorkState(output_storage, work_prefix("detect", sig, camera_id))
-    manifest = output_storage.read_parquet(f"media/camera_id={camera_id}")
+    manifest = output_storage.read_parquet(schemas.camera_prefix("media", camera_id))
     stats = StageStats()
     if manifest is None:
         raise FileNotFoundError(
