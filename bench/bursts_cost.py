@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("YOLO_OFFLINE", "1")
     from bench.burst_scenes import make_burst
-    from gpu_ops.detector import load_detector
+    from gpu_ops.detector_loader import load_detector
     from gpu_ops.motion import propose
 
     detector = load_detector("default", conf_threshold=0.1)

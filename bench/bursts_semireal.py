@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("YOLO_OFFLINE", "1")
     from bench.evaluate import evaluate, format_report
-    from gpu_ops.detector import load_detector
+    from gpu_ops.detector_loader import load_detector
     from gpu_ops.fusion import BurstConfig
     from odins_ravne_assets.sample_data import fetch_sources
 

@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
     args = parser.parse_args(argv)
 
-    from gpu_ops.detector import load_detector  # torch is heavy: only load it to run
+    from gpu_ops.detector_loader import load_detector  # torch is heavy: only load it to run
 
     try:
         detector = load_detector(args.model, image_size=args.image_size, conf_threshold=args.detector_threshold)

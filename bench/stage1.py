@@ -150,7 +150,7 @@ def _as_rows(detections) -> list[list]:
 
 def _phase(args: argparse.Namespace) -> dict:
     from gpu_ops.cropper import crop_detection, encode_jpeg
-    from gpu_ops.detector import load_detector
+    from gpu_ops.detector_loader import load_detector
 
     files = [Path(line) for line in Path(args.files).read_text().splitlines()]
     detector = load_detector(args.model, backend=args.backend, device="auto", image_size=args.image_size,

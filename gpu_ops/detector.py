@@ -30,7 +30,6 @@ import logging
 import math
 import os
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -40,7 +39,6 @@ import numpy as np
 import torch
 
 from gpu_ops.schemas import DETECTION_CATEGORIES
-from gpu_ops.weights import fetch_default_weights
 
 log = logging.getLogger("gpu_ops")
 
@@ -230,59 +228,3 @@ def to_detections(
             continue
         found.append(Detection(category, labels[class_id], float(score), (float(x), float(y), float(w), float(h))))
     return found
-
-
-_CACHE: dict[tuple, Detector] = {}
-_CACHE_LOCK = threading.Lock()
-
-
-def load_detector(model: str = "default", *, backend: str = "auto", device: str = "auto", image_size: int = 640,
-                  conf_threshold: float = 0.05, iou_threshold: float = 0.45) -> Detector:
-    """Load (once per process) and warm up a detector; see the module docstring for ``model``.
-
-    ``backend``: auto (on a GPU TensorRT, falling back to torch when the tensorrt package is
-    missing; on the CPU ONNX Runtime), torch, onnx or tensorrt; it applies to the default model (an ultralytics file's own type decides its
-    runtime). ``cold_start_s`` on the result is the load + warm-up time of the first call.
-    """
-    key = (model, backend, device, image_size, conf_threshold, iou_threshold)
-    with _CACHE_LOCK:
-        cached = _CACHE.get(key)
-        if cached is not None:
-            return cached
-        started = time.perf_counter()
-        configure_torch_threads()
-        resolved_device = resolve_device(device)
-        detector = _build(model, backend, resolved_device, image_size, conf_threshold, iou_threshold)
-        detector.warm_up()
-        detector.cold_start_s = time.perf_counter() - started
-        log.info("loaded %r in %.2f s", detector, detector.cold_start_s)
-        _CACHE[key] = detector
-        return detector
-
-
-def _build(model: str, backend: str, device: str, image_size: int, conf: float, iou: float) -> Detector:
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}: use {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}")
-    options = dict(device=device, image_size=image_size, conf_threshold=conf, iou_threshold=iou)
-    # Imported here: the adapters build on this module's base class, and only the chosen one loads.
-    if model == "default":
-        from gpu_ops.detector_darknet import DarknetDetector
-
-        return DarknetDetector(fetch_default_weights(), backend=backend, **options)
-    if model.startswith("megadetector:"):
-        from gpu_ops.detector_megadetector import load_megadetector
-
-        return load_megadetector(_existing(model.split(":", 1)[1], model), **options)
-    path = _existing(model, model)
-    if path.suffix.lower() not in (".pt", ".onnx", ".engine"):
-        raise ValueError(f"model {model!r}: expected 'default', 'megadetector:<path>' or an ultralytics .pt/.onnx/.engine file")
-    from gpu_ops.detector_ultralytics import UltralyticsDetector
-
-    return UltralyticsDetector(path, **options)
-
-
-def _existing(path_text: str, model: str) -> Path:
-    path = Path(path_text).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"model {model!r}: no file at {path}")
-    return path

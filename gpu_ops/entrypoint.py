@@ -56,7 +56,7 @@ def run(pipes: PipesContext) -> dict:
     device = profile.runner.device
     # Stages import their models lazily: a Stage 2 run with the label map never loads torch.
     if stage == "detect":
-        from gpu_ops.detector import load_detector
+        from gpu_ops.detector_loader import load_detector
         from gpu_ops.stage1 import run_stage1
 
         s1 = profile.pipeline.stage1

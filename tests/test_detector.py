@@ -19,7 +19,6 @@ import torch
 from PIL import Image
 
 from gpu_ops import weights
-from gpu_ops.fileio import sha256_file
 from gpu_ops.cropper import crop_box, crop_detection, encode_jpeg
 from gpu_ops.detector import (
     COCO_CATEGORY,
@@ -27,8 +26,9 @@ from gpu_ops.detector import (
     Detector,
     category_for_label,
     letterbox,
-    load_detector,
 )
+from gpu_ops.detector_loader import load_detector
+from gpu_ops.fileio import sha256_file
 from gpu_ops.schemas import DETECTION_CATEGORIES
 
 

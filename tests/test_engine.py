@@ -12,7 +12,8 @@ from PIL import Image, ImageOps
 
 from gpu_ops.boxes import iou
 from gpu_ops.cropper import crop_detection
-from gpu_ops.detector import Detection, load_detector
+from gpu_ops.detector import Detection
+from gpu_ops.detector_loader import load_detector
 from gpu_ops.engine import decode_for_detection, run_detection
 
 import ultralytics
