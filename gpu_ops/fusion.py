@@ -9,7 +9,7 @@ Stage 1 calls :func:`detect_burst` once per burst, after the detector has run on
   them, so the larger they are, the better the verification sees a small animal.
 - ``detections``: the detector's result for those frames (``detector.detect(frames)``), one list per
   frame, in the same order.
-- ``detector``: the loaded detector (``gpu_ops.detector.load_detector``), used again on crops.
+- ``detector``: the loaded detector (``gpu_ops.detector_loader.load_detector``), used again on crops.
 - ``config``: :class:`BurstConfig`.
 - Returns, per frame, a list of :class:`FusedDetection` (the fields of ``Detection`` plus ``source``):
   every detector box (``source="detector"``, or ``detector+motion`` where a motion proposal agrees
