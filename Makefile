@@ -24,11 +24,12 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
+# dg finds the code location in pyproject's [tool.dg]; VIRTUAL_ENV tells it .venv is the one to use.
 dev: install
 	test -d $(SAMPLES) || $(PY) -m odins_ravne_assets.sample_data $(SAMPLES)
 	mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml || true
-	ODINS_RAVNE_INPUT=$(CURDIR)/$(SAMPLES) ODINS_RAVNE_OUTPUT=$(CURDIR)/$(OUT) \
-		$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	ODINS_RAVNE_INPUT=$(abspath $(SAMPLES)) ODINS_RAVNE_OUTPUT=$(abspath $(OUT)) VIRTUAL_ENV=$(abspath $(VENV)) \
+		$(VENV)/bin/dg dev --host 127.0.0.1 --port 3000
 
 bench: install
 	$(PY) -m bench.stage1

@@ -9,12 +9,11 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AutomationCondition, MaterializeResult, MetadataValue, asset
 
 from gpu_ops import schemas
 from odins_ravne_assets.hugin.clusters import cluster_locations
 from odins_ravne_assets.hugin.deployments import (
-    DEPLOYMENTS,
     apply_clock_offsets,
     build_deployments,
     deployment_locations,
@@ -30,12 +29,20 @@ from odins_ravne_assets.hugin.stage3_views import extra_views
 from odins_ravne_assets.munin.preview import markdown_image
 from odins_ravne_assets.munin_assets import markdown_table, raw_images, species_labels
 from odins_ravne_assets.partitions import cameras, validate_camera_id
-from resources.cost import COSTS
 from resources.pipeline import PipelineResource
 from resources.stage3 import DB_KEY, build_stage3
-from gpu_ops.storage import partition_key
 
 DEPLOYMENTS_CSV = "deployments.csv"
+
+# The project-wide assets follow the cameras: requested once a camera asset updated, after the camera
+# runs in flight finish (one refresh for a batch of uploads). Unlike `eager()` a camera that is missing
+# (its first run failed, or has not run yet) does not hold the project back, and a fresh instance does
+# not build an empty project before any camera ran.
+AFTER_CAMERAS = (
+    AutomationCondition.any_deps_updated().since_last_handled()
+    & ~AutomationCondition.any_deps_in_progress()
+    & ~AutomationCondition.in_progress()
+).with_label("after_cameras")
 
 
 def read_deployments(pipeline: PipelineResource):
@@ -47,7 +54,31 @@ def read_deployments(pipeline: PipelineResource):
 
 @asset(
     partitions_def=cameras,
-    deps=[species_labels],
+    deps=[raw_images],
+    group_name="hugin",
+    kinds={"parquet"},
+    description="Deployments: where and when the camera stood and its clock offset, from the input's "
+    "deployments.csv where it lists the camera, else from the media (median GPS fix, first and last time).",
+)
+def deployments(context: AssetExecutionContext, pipeline: PipelineResource) -> MaterializeResult:
+    camera_id = validate_camera_id(context.partition_key)
+    output = pipeline.output
+    media = output.read_parquet(schemas.camera_prefix("media", camera_id))
+    table = build_deployments(media, read_deployments(pipeline), camera_id=camera_id)
+    path = output.write_parquet(schemas.camera_key("deployments", camera_id), table)
+    return MaterializeResult(
+        metadata={
+            "deployments": table.num_rows,
+            "source": ", ".join(sorted(set(table.column("source").to_pylist()))),
+            "deployments_table": MetadataValue.md(markdown_table(table.to_pylist())),
+            "path": MetadataValue.path(path),
+        }
+    )
+
+
+@asset(
+    partitions_def=cameras,
+    deps=[species_labels, deployments],
     group_name="hugin",
     kinds={"parquet"},
     description="Events: detections at or above min_confidence condensed per camera and species by a "
@@ -56,14 +87,13 @@ def read_deployments(pipeline: PipelineResource):
 def condensed_reports(context: AssetExecutionContext, pipeline: PipelineResource) -> MaterializeResult:
     camera_id = validate_camera_id(context.partition_key)
     output, settings = pipeline.output, pipeline.settings.pipeline.events
-    detections = output.read_parquet(f"detections/camera_id={camera_id}", empty=schemas.DETECTIONS)
-    labels = output.read_parquet(f"species_labels/camera_id={camera_id}", empty=schemas.SPECIES_LABELS)
-    media = output.read_parquet(f"media/camera_id={camera_id}")
-    deployments = build_deployments(media, read_deployments(pipeline), camera_id=camera_id)
-    output.write_parquet(partition_key("deployments", camera_id), deployments)
+    detections = output.read_parquet(schemas.camera_prefix("detections", camera_id), empty=schemas.DETECTIONS)
+    labels = output.read_parquet(schemas.camera_prefix("species_labels", camera_id), empty=schemas.SPECIES_LABELS)
+    media = output.read_parquet(schemas.camera_prefix("media", camera_id))
+    camera_deployments = output.read_parquet(schemas.camera_prefix("deployments", camera_id), empty=schemas.DEPLOYMENTS)
     # Events are cut on the corrected clock: a camera 5 minutes slow must not split or merge visits.
-    media_fixed = apply_clock_offsets(media, deployments)
-    detections_fixed = apply_clock_offsets(detections, deployments)
+    media_fixed = apply_clock_offsets(media, camera_deployments)
+    detections_fixed = apply_clock_offsets(detections, camera_deployments)
     events = condense_events(
         labels,
         detections_fixed,
@@ -72,7 +102,7 @@ def condensed_reports(context: AssetExecutionContext, pipeline: PipelineResource
         per_camera=settings.per_camera,
         media=media_fixed,
     )
-    path = output.write_parquet(partition_key("events", camera_id), events)
+    path = output.write_parquet(schemas.camera_key("events", camera_id), events)
     window, min_conf = settings_for_camera(
         camera_id,
         window_minutes=settings.compression_window,
@@ -86,7 +116,7 @@ def condensed_reports(context: AssetExecutionContext, pipeline: PipelineResource
             "events": events.num_rows,
             "compression_window_minutes": window,
             "min_confidence": min_conf,
-            "clock_offset_s": float(deployments.column("clock_offset_s")[0].as_py() or 0.0) if deployments.num_rows else 0.0,
+            "clock_offset_s": float(camera_deployments.column("clock_offset_s")[0].as_py() or 0.0) if camera_deployments.num_rows else 0.0,
             **{f"timestamp_{k}": v for k, v in issues.items()},
             "events_by_species": MetadataValue.md(
                 markdown_table([{"category": c, "species": s, "events": n} for (c, s), n in by_species.most_common()])
@@ -97,7 +127,8 @@ def condensed_reports(context: AssetExecutionContext, pipeline: PipelineResource
 
 
 @asset(
-    deps=[raw_images, condensed_reports],
+    deps=[raw_images, deployments],
+    automation_condition=AFTER_CAMERAS,
     group_name="hugin",
     kinds={"parquet"},
     description="Camera sites: HDBSCAN (haversine) on deployment locations across all cameras, at "
@@ -106,7 +137,7 @@ def condensed_reports(context: AssetExecutionContext, pipeline: PipelineResource
 def gps_clusters(context: AssetExecutionContext, pipeline: PipelineResource) -> MaterializeResult:
     output, settings = pipeline.output, pipeline.settings.pipeline.clusters
     media = output.read_parquet("media", empty=schemas.MEDIA)
-    deployments = output.read_parquet("deployments", empty=DEPLOYMENTS)
+    deployments = output.read_parquet("deployments", empty=schemas.DEPLOYMENTS)
     clustering = cluster_locations(
         deployment_locations(deployments, media),
         min_cluster_size=settings.min_cluster_size,
@@ -127,7 +158,8 @@ def gps_clusters(context: AssetExecutionContext, pipeline: PipelineResource) -> 
 
 
 @asset(
-    deps=[condensed_reports, gps_clusters],
+    deps=[condensed_reports, deployments, gps_clusters],
+    automation_condition=AFTER_CAMERAS,
     group_name="hugin",
     kinds={"html"},
     description="Reports: a project page and one per camera (HTML with PNG plots: events per species, "
@@ -137,7 +169,7 @@ def reports(context: AssetExecutionContext, pipeline: PipelineResource) -> Mater
     output, profile = pipeline.output, pipeline.settings
     events = output.read_parquet("events", empty=schemas.EVENTS)
     media = output.read_parquet("media")
-    deployments = output.read_parquet("deployments", empty=DEPLOYMENTS)
+    deployments = output.read_parquet("deployments", empty=schemas.DEPLOYMENTS)
     clusters = output.read_parquet("clusters", empty=schemas.CLUSTERS)
     sites, site_species = site_summary(events, clusters, trap_nights(deployments, media))
     hidden = sensitive_cameras(events, profile.pipeline.sensitive_species)
@@ -163,7 +195,8 @@ def reports(context: AssetExecutionContext, pipeline: PipelineResource) -> Mater
 
 
 @asset(
-    deps=[condensed_reports, gps_clusters, reports],
+    deps=[condensed_reports, deployments, gps_clusters, reports],
+    automation_condition=AFTER_CAMERAS,
     group_name="hugin",
     kinds={"duckdb"},
     description="Stage 3: OUTPUT/stage3/odins_ravne.duckdb with the views media, detections, crops, "
@@ -172,7 +205,6 @@ def reports(context: AssetExecutionContext, pipeline: PipelineResource) -> Mater
 def stage3_database(context: AssetExecutionContext, pipeline: PipelineResource) -> MaterializeResult:
     counts = build_stage3(
         pipeline.output,
-        extra_tables={"deployments": ("deployments", DEPLOYMENTS), "costs": ("costs", COSTS)},
         extra_views=extra_views(deployments_from_media=False),
         materialize=frozenset({"observations"}),  # 10 M detections: 1 s a query as a table, 15 s as a view
     )
@@ -185,4 +217,4 @@ def stage3_database(context: AssetExecutionContext, pipeline: PipelineResource) 
     )
 
 
-HUGIN_ASSETS = [condensed_reports, gps_clusters, reports, stage3_database]
+HUGIN_ASSETS = [deployments, condensed_reports, gps_clusters, reports, stage3_database]

@@ -1,4 +1,4 @@
-"""Sensors: new cameras and new media under the input root; project assets after cameras.
+"""Sensors: new cameras and new media under the input root; the automation of the project assets.
 
 ``new_media_sensor`` works on whatever the input root is:
 
@@ -10,7 +10,12 @@
   only once they are run requests (:func:`resources.s3_sensor.poll_sqs`).
 
 New camera folders become ``cameras`` partitions in the same ``SensorResult`` as their runs; a tick
-that sees nothing new requests nothing, and the same upload never runs twice (stable run keys).
+that sees nothing new requests nothing, and the same upload never runs twice (stable run keys). The
+runs carry the runner tag of the job they run (:func:`odins_ravne_assets.jobs.camera_job_for`).
+
+``project_automation_sensor`` evaluates the project-wide assets' automation conditions
+(:data:`odins_ravne_assets.hugin_assets.AFTER_CAMERAS`): sites, reports and Stage 3 follow the
+cameras without a sensor of their own.
 """
 
 
@@ -18,18 +23,18 @@ import hashlib
 import json
 
 from dagster import (
-    DagsterRunStatus,
+    AssetSelection,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
     RunRequest,
-    RunStatusSensorContext,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
-    run_status_sensor,
     sensor,
 )
 
 from gpu_ops.media import media_type_for
-from odins_ravne_assets.jobs import camera_job, project_job
+from odins_ravne_assets.jobs import PROJECT_ASSETS, camera_job
 from odins_ravne_assets.partitions import cameras, split_valid
 from resources.pipeline import PipelineResource
 
@@ -40,11 +45,6 @@ def camera_fingerprint(camera_storage) -> str:
         if media_type_for(info.key):
             count, size, newest = count + 1, size + info.size, max(newest, info.mtime)
     return hashlib.sha256(f"{count}:{size}:{newest}".encode()).hexdigest()[:12]
-
-
-def runner_tags(pipeline: PipelineResource) -> dict[str, str]:
-    """Runs that launch Batch work carry a tag the production run queue limits (dagster.prod.yaml)."""
-    return {"odins-ravne/runner": pipeline.settings.runner.type}
 
 
 def _local_changes(pipeline: PipelineResource, cursor: str | None) -> tuple[dict[str, str], str]:
@@ -86,7 +86,7 @@ def new_media_sensor(context: SensorEvaluationContext, pipeline: PipelineResourc
         context.log.warning(reason)
     known = set(context.instance.get_dynamic_partitions(cameras.name))
     new_cameras = [c for c in valid if c not in known]
-    requests = [RunRequest(partition_key=c, run_key=run_keys[c], tags=runner_tags(pipeline)) for c in valid]
+    requests = [RunRequest(partition_key=c, run_key=run_keys[c]) for c in valid]
     result = SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[cameras.build_add_request(new_cameras)] if new_cameras else [],
@@ -99,11 +99,11 @@ def new_media_sensor(context: SensorEvaluationContext, pipeline: PipelineResourc
     return result
 
 
-@run_status_sensor(
-    run_status=DagsterRunStatus.SUCCESS,
-    monitored_jobs=[camera_job],
-    request_job=project_job,
-    description="After a camera run succeeds, refresh the sites and the Stage 3 database.",
+# Running from the start: a fresh `dg dev` keeps the project assets current without a click in the UI.
+project_automation_sensor = AutomationConditionSensorDefinition(
+    "project_automation_sensor",
+    target=AssetSelection.assets(*PROJECT_ASSETS),
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Refresh the sites, reports and the Stage 3 database after cameras update.",
 )
-def project_after_camera_sensor(context: RunStatusSensorContext):
-    return RunRequest(run_key=f"after:{context.dagster_run.run_id}")

@@ -148,3 +148,32 @@ def test_surveyed_coordinates_place_the_camera_for_clustering():
     ]
     # EXIF put cam-b 120 km away; the surveyed position makes it cam-a's neighbour
     assert {r["site_id"] for r in cluster_locations(locations, max_site_radius_m=100).table.to_pylist()} == {"site-01"}
+
+
+def test_the_deployments_asset_writes_each_cameras_table_for_the_assets_that_read_it(tmp_path):
+    import pyarrow.compute as pc
+    from dagster import AssetKey, DagsterInstance, materialize
+
+    from gpu_ops.storage import Storage
+    from odins_ravne_assets.definitions import build_definitions
+    from odins_ravne_assets.hugin_assets import deployments
+    from resources.pipeline import PipelineResource
+
+    media, _ = camera_with_known_offset()
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "deployments.csv").write_bytes(b"camera_id,clock_offset_s\ncam-a,300\n")
+    output = Storage(str(tmp_path / "out"))
+    output.write_parquet(schemas.camera_key("media", "cam-a"), media.filter(pc.equal(media["camera_id"], "cam-a")))
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("cameras", ["cam-a"])
+    pipeline = PipelineResource(input_root=str(tmp_path / "in"), output_root=str(tmp_path / "out"))
+
+    result = materialize([deployments], partition_key="cam-a", instance=instance, resources={"pipeline": pipeline})
+    assert result.success
+    (row,) = output.read_parquet(schemas.camera_prefix("deployments", "cam-a"), empty=DEPLOYMENTS).to_pylist()
+    assert (row["camera_id"], row["clock_offset_s"], row["source"]) == ("cam-a", 300.0, "deployments.csv")
+    assert result.asset_materializations_for_node("deployments")[0].metadata["deployments"].value == 1
+    # Lineage: every asset that reads the table depends on the asset that writes it.
+    graph = build_definitions("local").resolve_asset_graph()
+    readers = {key.to_user_string() for key in graph.get(AssetKey("deployments")).child_keys}
+    assert readers == {"condensed_reports", "gps_clusters", "reports", "stage3_database"}

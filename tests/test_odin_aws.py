@@ -345,27 +345,27 @@ def test_stage3_download_copies_outputs_and_refuses_escaping_keys(aws, tmp_path)
 
 
 def test_odin_commands_deploy_status_report_download_teardown(aws, tmp_path, capsys):
-    from resources import odin_commands
+    from odins_ravne_assets.cli import odin
 
     lines: list[str] = []
     echo = lines.append
     with pytest.warns(UserWarning, match="not supported by moto"):
-        assert odin_commands.infra_deploy(profile="cloud-cost-optimized", image_uri="odins-ravne:gpu", echo=echo) == 0
+        assert odin.infra_deploy(profile="cloud-cost-optimized", image_uri="odins-ravne:gpu", echo=echo) == 0
     assert any("using the default VPC" in line for line in lines) and any("ODINS_RAVNE_BUCKET=" in line for line in lines)
     assert "budget odins-ravne-monthly created: $1,000.00 a month" in lines
     lines.clear()
-    assert odin_commands.infra_status(profile="cloud-cost-optimized", echo=echo) == 0
+    assert odin.infra_status(profile="cloud-cost-optimized", echo=echo) == 0
     assert lines[0] == "stack odins-ravne: CREATE_COMPLETE" and any("queue odins-ravne-gpu-spot: idle" in line for line in lines)
 
     output = Storage(f"s3://{BUCKET}/out")
     CostResource(live_spot_prices=False).record_jobs(output, [_record("j1", "spot", 3600)], camera_id="cam01", run_id="r1", stage="detect", instance_type="g4dn.xlarge", media_per_job=[2000])
     lines.clear()
-    assert odin_commands.cost_report(output_root=f"s3://{BUCKET}/out", profile="cloud-cost-optimized", echo=echo) == 0
+    assert odin.cost_report(output_root=f"s3://{BUCKET}/out", profile="cloud-cost-optimized", echo=echo) == 0
     report = "\n".join(lines)
     assert "cam01" in report and "total $0.1580 for 1 job(s)" in report and "spot saved $0.3680 (70%" in report
 
-    assert odin_commands.stage3_download(s3_uri=f"s3://{BUCKET}/out", local_dir=str(tmp_path / "s3"), echo=echo) == 2
+    assert odin.stage3_download(s3_uri=f"s3://{BUCKET}/out", local_dir=str(tmp_path / "s3"), echo=echo) == 2
     assert "no Stage 3 database" in capsys.readouterr().err
     lines.clear()
-    assert odin_commands.infra_teardown(profile="cloud-cost-optimized", echo=echo) == 0
+    assert odin.infra_teardown(profile="cloud-cost-optimized", echo=echo) == 0
     assert "deleted" in lines[-1]

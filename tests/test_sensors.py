@@ -1,12 +1,21 @@
-"""The folder sensor as the daemon ticks it: new cameras, new media, nothing new."""
+"""The folder sensor as the daemon ticks it: new cameras, new media, nothing new; and the automation
+that brings the project assets up to date after cameras."""
 
 from __future__ import annotations
 
-from dagster import DagsterInstance, build_sensor_context
+from dagster import (
+    AssetMaterialization,
+    DagsterInstance,
+    DefaultSensorStatus,
+    build_sensor_context,
+    evaluate_automation_conditions,
+)
 
 from conftest import ASSETS, write_jpeg
 from odin_support import moto_endpoint  # noqa: F401  (a real S3 endpoint on loopback)
-from odins_ravne_assets.sensors import new_media_sensor
+from odins_ravne_assets.definitions import build_definitions
+from odins_ravne_assets.jobs import CAMERA_ASSETS, PROJECT_ASSETS
+from odins_ravne_assets.sensors import new_media_sensor, project_automation_sensor
 from resources.pipeline import PipelineResource
 
 
@@ -51,7 +60,8 @@ def test_s3_uploads_are_picked_up_listing_only_what_is_new(moto_endpoint, tmp_pa
     pipeline = PipelineResource(input_root="s3://uploads/season", output_root=str(tmp_path / "out"))
     first, _ = tick(instance, pipeline, None)
     assert [r.partition_key for r in first.run_requests] == ["cam-a"]
-    assert first.run_requests[0].tags["odins-ravne/runner"] == "local"
+    # The runner tag comes with the job the sensor requests runs of.
+    assert build_definitions("local").resolve_sensor_def("new_media_sensor").job.run_tags["odins-ravne/runner"] == "local"
     assert list(first.dynamic_partitions_requests[0].partition_keys) == ["cam-a"]
     instance.add_dynamic_partitions("cameras", ["cam-a"])
     quiet, _ = tick(instance, pipeline, first.cursor)
@@ -61,3 +71,42 @@ def test_s3_uploads_are_picked_up_listing_only_what_is_new(moto_endpoint, tmp_pa
     third, _ = tick(instance, pipeline, quiet.cursor)
     assert sorted(r.partition_key for r in third.run_requests) == ["cam-a", "cam-b"]
     assert third.run_requests[0].run_key != first.run_requests[0].run_key
+
+
+
+def requested(result) -> dict[str, int]:
+    return {a.key.to_user_string(): result.get_num_requested(a.key) for a in PROJECT_ASSETS if result.get_num_requested(a.key)}
+
+
+def materialized(instance, assets, camera_id=None) -> None:
+    for asset in assets:
+        instance.report_runless_asset_event(AssetMaterialization(asset_key=asset.key, partition=camera_id))
+
+
+def test_the_project_assets_follow_the_cameras_by_automation_conditions():
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("cameras", ["cam-a", "cam-b"])
+    defs = build_definitions("local")
+    project = {"gps_clusters": 1, "reports": 1, "stage3_database": 1}
+
+    first = evaluate_automation_conditions(defs=defs, instance=instance)
+    assert requested(first) == {}  # no camera ran: no empty project is built
+
+    materialized(instance, CAMERA_ASSETS, "cam-a")  # cam-b has not run: it does not hold the project back
+    second = evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+    assert requested(second) == project and second.total_requested == 3
+
+    quiet = evaluate_automation_conditions(defs=defs, instance=instance, cursor=second.cursor)
+    assert quiet.total_requested == 0
+
+    # `odins-ravne process` runs the project job itself after its cameras: nothing left to do.
+    materialized(instance, CAMERA_ASSETS, "cam-b")
+    materialized(instance, PROJECT_ASSETS)
+    after_cli = evaluate_automation_conditions(defs=defs, instance=instance, cursor=quiet.cursor)
+    assert after_cli.total_requested == 0
+
+
+def test_the_automation_sensor_runs_by_default_on_the_project_assets():
+    graph = build_definitions("local").resolve_asset_graph()
+    assert project_automation_sensor.default_status == DefaultSensorStatus.RUNNING
+    assert project_automation_sensor.asset_selection.resolve(graph) == {a.key for a in PROJECT_ASSETS}

@@ -1,33 +1,20 @@
-"""The Odin commands of the ``odins-ravne`` CLI: infrastructure, cost report, Stage 3 download.
+"""``odins-ravne infra|cost|stage3``: the AWS stack, the GPU cost report, the Stage 3 download.
 
-Each function takes plain values, prints through ``echo`` and returns the exit code, so the CLI only
+Each function takes plain values, prints through ``echo`` and returns the exit code, so ``main`` only
 parses arguments. Errors a user can fix (no stack, over budget, unsafe key) are one clear line on
 stderr and exit code 2; nothing here prints a traceback for them.
 """
 
 from __future__ import annotations
 
-import sys
 from typing import Callable, Sequence
 
 import botocore.exceptions
 
+from odins_ravne_assets.cli.console import error, format_table
 from resources.aws import aws_client
 
 Echo = Callable[[str], None]
-
-
-def _err(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-
-
-def _table(rows: list[dict], columns: Sequence[str]) -> str:
-    cells = [[("" if r.get(c) is None else f"{r[c]:.4f}" if isinstance(r.get(c), float) else str(r[c])) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines)
 
 
 def infra_deploy(
@@ -61,9 +48,9 @@ def infra_deploy(
             monthly_usd=settings.cost.monthly_budget_usd, email=budget_email,
         ))
     except (infra.InfraError, ProfileError) as err:
-        return _err(str(err))
+        return error(str(err))
     except botocore.exceptions.NoCredentialsError:
-        return _err("no AWS credentials: run `aws configure` (or set AWS_PROFILE), or point AWS_ENDPOINT_URL at moto")
+        return error("no AWS credentials: run `aws configure` (or set AWS_PROFILE), or point AWS_ENDPOINT_URL at moto")
     for key, value in sorted(outputs.items()):
         echo(f"  {key}: {value}")
     if outputs:
@@ -95,7 +82,7 @@ def infra_teardown(*, profile: str = "cloud", stack_name: str = "odins-ravne", f
     try:
         message = infra.teardown(aws_client("cloudformation", region=region), stack_name=stack_name, batch=aws_client("batch", region=region), force=force, echo=echo)
     except infra.InfraError as err:
-        return _err(str(err))
+        return error(str(err))
     echo(message)
     return 0
 
@@ -106,7 +93,7 @@ def cost_report(*, output_root: str, profile: str = "cloud", by: str = "camera_i
     from gpu_ops.storage import Storage
 
     if by not in ("camera_id", "run_id", "stage", "capacity"):
-        return _err(f"--by {by!r}: use camera_id, run_id, stage or capacity")
+        return error(f"--by {by!r}: use camera_id, run_id, stage or capacity")
     settings = load_profile(profile)
     output = Storage(output_root, endpoint_url=settings.storage.endpoint_url, region=settings.storage.region)
     resource = CostResource.from_profile(settings)
@@ -116,7 +103,8 @@ def cost_report(*, output_root: str, profile: str = "cloud", by: str = "camera_i
         return 0
     costs = costs.select(COSTS.names)
     rows = report_rows(costs, by=by)
-    echo(_table(rows, [by, "jobs", "n_media", "runtime_hours", "usd", "on_demand_usd", "saving_usd", "saving_pct", "usd_per_media"]))
+    columns = [by, "jobs", "n_media", "runtime_hours", "usd", "on_demand_usd", "saving_usd", "saving_pct", "usd_per_media"]
+    echo(format_table(columns, [[row.get(c) for c in columns] for row in rows], float_format=".4f"))
     total = summarize(costs)
     echo(
         f"\ntotal ${total['usd']:.4f} for {total['jobs']} job(s), {total['runtime_hours']:.3f} GPU hours; "
@@ -128,13 +116,14 @@ def cost_report(*, output_root: str, profile: str = "cloud", by: str = "camera_i
 
 
 def stage3_download(*, s3_uri: str, local_dir: str, with_crops: bool = False, echo: Echo = print) -> int:
-    from resources.stage3_download import UnsafeKeyError, download_stage3, open_stage3
+    from resources.stage3 import connect
+    from resources.stage3_download import UnsafeKeyError, download_stage3
 
     try:
         path = download_stage3(s3_uri, local_dir, with_crops=with_crops, echo=echo)
     except (UnsafeKeyError, FileNotFoundError, ValueError) as err:
-        return _err(str(err))
-    con = open_stage3(path)
+        return error(str(err))
+    con = connect(path)
     try:
         views = [r[0] for r in con.execute("select view_name from duckdb_views() where not internal order by 1").fetchall()]
     finally:

@@ -1,0 +1,102 @@
+"""``odins-ravne``: process camera folders, query the results, run the demo.
+
+One module per command family: :mod:`.process` (process, demo), :mod:`.results` (query, export,
+import) and :mod:`.odin` (infra, cost, stage3). Each command is a function that takes plain values
+and returns the exit code; this module only parses arguments. Heavy imports (Dagster, DuckDB, boto3
+clients) happen inside the commands, so ``--help`` and ``query`` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from odins_ravne_assets.cli import odin, process, results
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="odins-ravne", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("process", help="process every camera folder under INPUT")
+    p.add_argument("input", help="folder or s3:// prefix with one folder per camera")
+    p.add_argument("--out", required=True, help="output folder or s3:// prefix")
+    p.add_argument("--camera", action="append", dest="cameras", help="only this camera (repeatable)")
+    p.add_argument("--profile", help="profile name or YAML path (default: $ODINS_RAVNE_PROFILE or local)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    q = sub.add_parser("query", help="run SQL read-only against the Stage 3 database")
+    q.add_argument("sql")
+    q.add_argument("--out", default=os.environ.get("ODINS_RAVNE_OUTPUT", "demo_output"), help="what process wrote")
+
+    d = sub.add_parser("demo", help="build the sample cameras and process them")
+    d.add_argument("--samples", default="sample_data")
+    d.add_argument("--out", default="demo_output")
+
+    e = sub.add_parser("export", help="standard exports of what process wrote")
+    e.add_argument("format", choices=["camtrap-dp", "megadetector"])
+    e.add_argument("dest", help="a folder for camtrap-dp, a .json file for megadetector")
+    e.add_argument("--out", required=True, help="what process wrote (OUTPUT)")
+    e.add_argument("--camera", help="megadetector: one camera's file, paths relative to its folder")
+    e.add_argument("--profile")
+
+    i = sub.add_parser("import", help="join results computed elsewhere (MegaDetector batch output) at Stage 2")
+    i.add_argument("format", choices=["megadetector"])
+    i.add_argument("json", help="the MegaDetector batch output file of one camera")
+    i.add_argument("input", help="the folder holding the camera folders")
+    i.add_argument("--camera", required=True, help="the camera the file belongs to (paths relative to its folder)")
+    i.add_argument("--out", required=True)
+    i.add_argument("--profile")
+
+    infra = sub.add_parser("infra", help="the AWS stack: deploy, status, teardown (run from a checkout)")
+    infra.add_argument("action", choices=["deploy", "status", "teardown"])
+    infra.add_argument("--profile", default="cloud")
+    infra.add_argument("--stack", default="odins-ravne")
+    infra.add_argument("--image", help="deploy: the GPU image URI (ECR)")
+    infra.add_argument("--subnet", action="append", default=[], help="deploy: subnet id (repeatable; default VPC when left out)")
+    infra.add_argument("--security-group", action="append", default=[], help="deploy: security group id (repeatable)")
+    infra.add_argument("--budget-email", help="deploy: who the AWS Budget alerts")
+    infra.add_argument("--no-wait", action="store_true", help="deploy: do not wait for the stack")
+    infra.add_argument("--force", action="store_true", help="teardown: even while jobs are queued or running")
+
+    cost = sub.add_parser("cost", help="what the GPU stages cost")
+    cost.add_argument("action", choices=["report"])
+    cost.add_argument("--out", required=True, help="what process wrote (OUTPUT)")
+    cost.add_argument("--profile", default="cloud")
+    cost.add_argument("--by", default="camera_id", choices=["camera_id", "run_id", "stage", "capacity"])
+
+    st3 = sub.add_parser("stage3", help="the Stage 3 outputs")
+    st3.add_argument("action", choices=["download"])
+    st3.add_argument("s3_uri", help="the s3:// OUTPUT that process wrote")
+    st3.add_argument("local_dir")
+    st3.add_argument("--with-crops", action="store_true", help="also copy the crop JPEGs")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "process":
+        return process.process(args.input, args.out, camera_ids=args.cameras, profile=args.profile, quiet=args.quiet)
+    if args.command == "demo":
+        return process.demo(args.samples, args.out)
+    if args.command == "query":
+        return results.query_command(args.sql, args.out)
+    if args.command == "export":
+        return results.export_command(args.format, args.out, args.dest, camera_id=args.camera, profile=args.profile)
+    if args.command == "import":
+        return results.import_command(args.json, args.input, args.out, args.camera, profile=args.profile)
+    if args.command == "infra" and args.action == "deploy":
+        if not args.image:
+            parser.error("infra deploy needs --image URI (the GPU image pushed to ECR)")
+        return odin.infra_deploy(
+            profile=args.profile, image_uri=args.image, subnet_ids=args.subnet, security_group_ids=args.security_group,
+            budget_email=args.budget_email or "", stack_name=args.stack, wait=not args.no_wait,
+        )
+    if args.command == "infra" and args.action == "status":
+        return odin.infra_status(profile=args.profile, stack_name=args.stack)
+    if args.command == "infra":
+        return odin.infra_teardown(profile=args.profile, stack_name=args.stack, force=args.force)
+    if args.command == "cost":
+        return odin.cost_report(output_root=args.out, profile=args.profile, by=args.by)
+    return odin.stage3_download(s3_uri=args.s3_uri, local_dir=args.local_dir, with_crops=args.with_crops)
