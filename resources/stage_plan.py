@@ -23,6 +23,7 @@ import dataclasses
 import math
 from typing import Any, Mapping, Sequence
 
+from gpu_ops import schemas
 from gpu_ops.workstate import WorkState, work_prefix
 from resources.batch_pipes import PipesBatchClient, batch_job_name
 from resources.batch_retry import retry_strategy_from_profile
@@ -66,7 +67,7 @@ def pending_detect_keys(output: Any, profile: Any, camera_id: str) -> list[str]:
     """The sha256s of the camera's media that Stage 1 has not committed yet, in manifest order."""
     from gpu_ops.stage1 import pending_media, stage1_signature  # imports the detector stack: only when planning
 
-    manifest = output.read_parquet(f"media/camera_id={camera_id}")
+    manifest = output.read_parquet(schemas.camera_prefix("media", camera_id))
     if manifest is None:
         raise FileNotFoundError(f"camera '{camera_id}' has no media manifest under {output.uri('media')}: materialize raw_images for it first")
     state = WorkState(output, work_prefix("detect", stage1_signature(profile)[0], camera_id))

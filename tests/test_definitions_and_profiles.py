@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+import yaml
+from dagster import DagsterInstance, DagsterRunStatus
 
 from gpu_ops.settings import ProfileError, parse_profile
+from odins_ravne_assets.definitions import build_definitions
+from odins_ravne_assets.jobs import RUNNER_TAG
+from resources.batch_pipes import PipesBatchClientResource
+from resources.cost import CostResource
 from resources.profiles import PROFILE_DIR, load_profile
+from resources.runner import BatchStageRunner, GpuStageRunner
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_definitions_load_with_placeholder_environment(monkeypatch, tmp_path):
@@ -14,10 +28,10 @@ def test_definitions_load_with_placeholder_environment(monkeypatch, tmp_path):
     from odins_ravne_assets.definitions import defs
 
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert keys == {"raw_images", "detections", "crops", "species_labels", "condensed_reports", "gps_clusters", "reports", "stage3_database"}
+    assert keys == {"raw_images", "detections", "crops", "species_labels", "deployments", "condensed_reports", "gps_clusters", "reports", "stage3_database"}
     assert defs.resolve_job_def("camera_job").partitions_def.name == "cameras"
     assert defs.resolve_job_def("project_job")
-    assert {s.name for s in defs.sensors} >= {"new_media_sensor", "project_after_camera_sensor"}
+    assert {s.name for s in defs.sensors} >= {"new_media_sensor", "project_automation_sensor"}
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
@@ -47,3 +61,45 @@ def test_a_wrong_type_or_choice_is_an_error():
 def test_an_unknown_profile_lists_the_known_ones():
     with pytest.raises(ProfileError, match="known profiles: cloud, cloud-cost-optimized, local"):
         load_profile("nope")
+
+
+def test_the_profile_decides_the_runner_resources_and_the_runner_tag(monkeypatch):
+    monkeypatch.delenv("ODINS_RAVNE_BATCH_RUNNER", raising=False)
+    local = build_definitions("local")
+    assert type(local.resources["gpu_runner"]) is GpuStageRunner
+    assert "batch_pipes" not in local.resources and "cost" not in local.resources
+    assert local.resolve_job_def("camera_job").run_tags[RUNNER_TAG] == "local"
+
+    cloud = build_definitions("cloud")
+    runner = cloud.resources["gpu_runner"]
+    assert isinstance(runner, BatchStageRunner)
+    assert isinstance(cloud.resources["batch_pipes"], PipesBatchClientResource) and isinstance(cloud.resources["cost"], CostResource)
+    assert runner.batch.fallback_job_queue == "odins-ravne-gpu-ondemand" and not runner.batch.local_runner
+    assert cloud.resolve_job_def("camera_job").run_tags[RUNNER_TAG] == "batch"
+    assert RUNNER_TAG not in cloud.resolve_job_def("project_job").run_tags  # no GPU work: no Batch slot
+    # The production run queue limits exactly the tag the job carries.
+    limits = yaml.safe_load((ROOT / "infra" / "dagster.prod.yaml").read_text())["run_coordinator"]["config"]["tag_concurrency_limits"]
+    assert {"key": RUNNER_TAG, "value": "batch", "limit": 4} in limits
+
+
+def test_a_backfill_on_a_batch_deployment_is_queued_with_the_runner_tag(tmp_path):
+    """Runs launched outside the CLI (a backfill, as an operator starts it; the UI's launchpad takes its
+    tags from the same job) carry the tag that the production queue limits."""
+    home = tmp_path / "home"
+    home.mkdir()
+    # Queued and never dequeued (no daemon): what the run queue would see.
+    (home / "dagster.yaml").write_text(
+        "telemetry: {enabled: false}\nrun_coordinator:\n  module: dagster.core.run_coordinator\n  class: QueuedRunCoordinator\n"
+    )
+    instance = DagsterInstance.from_config(str(home))
+    instance.add_dynamic_partitions("cameras", ["cam-1", "cam-2"])
+    env = {**os.environ, "DAGSTER_HOME": str(home), "ODINS_RAVNE_PROFILE": "cloud", "ODINS_RAVNE_INPUT": str(tmp_path / "in"), "ODINS_RAVNE_OUTPUT": str(tmp_path / "out")}
+    env.pop("ODINS_RAVNE_BATCH_RUNNER", None)
+    dagster = Path(sys.executable).parent / "dagster"
+    subprocess.run(
+        [str(dagster), "job", "backfill", "-j", "camera_job", "-w", "workspace.yaml", "--partitions", "cam-1,cam-2", "--noprompt"],
+        cwd=ROOT, env=env, check=True, capture_output=True, timeout=300,
+    )
+    runs = instance.get_runs()
+    assert sorted(r.tags["dagster/partition"] for r in runs) == ["cam-1", "cam-2"]
+    assert all(r.status == DagsterRunStatus.QUEUED and "dagster/backfill" in r.tags and r.tags[RUNNER_TAG] == "batch" for r in runs)
