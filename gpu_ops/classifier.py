@@ -8,8 +8,14 @@ Three kinds, chosen by ``pipeline.stage2.classifier`` in the profile:
 - a path to an ultralytics classification model (``*-cls.pt`` or its ONNX export).
 - ``torchscript:/path/model.pt`` with ``labels: /path/labels.txt``: one label a line, either a
   common name or ``common name;scientific name;rank;class``.
+- ``speciesnet``, a SpeciesNet release name or model folder: SpeciesNet's classifier and ensemble
+  (:mod:`gpu_ops.classifier_speciesnet`, imported only when chosen).
 
-People and vehicles are never sent to a species model: they map to *Homo sapiens* and ``vehicle``.
+:func:`gpu_ops.classifier_loader.load_classifier` picks one from the profile's value.
+
+A classifier's ``categories`` are the Stage 1 categories it is given: the species models above see
+animals only, people and vehicles map to *Homo sapiens* and ``vehicle``; SpeciesNet's ensemble sees
+all three, as it decides human and vehicle itself from the detection and the classifier.
 """
 
 from __future__ import annotations
@@ -60,13 +66,24 @@ def taxon_for_label(label: str, category: str) -> Taxon:
     return COCO_TAXONOMY.get(label.lower(), Taxon(label, None, None, None))
 
 
+def taxon_columns(taxon: Taxon) -> dict:
+    return {"species": taxon.species, "scientific_name": taxon.scientific_name, "taxon_rank": taxon.taxon_rank,
+            "taxon_class": taxon.taxon_class}
+
+
 class Classifier(abc.ABC):
     name: str = "classifier"
     needs_images: bool = True
+    categories: tuple[str, ...] = ("animal",)  # the Stage 1 categories this model classifies
+    needs_boxes: bool = False  # rows carry ``box`` (the detection inside its crop) and the geography
 
     @abc.abstractmethod
     def classify(self, detections: list[dict], crops: list[np.ndarray | None]) -> list[tuple[Taxon, float]]:
         """A taxon and a score for each detection (and its crop, when ``needs_images``)."""
+
+    def label_rows(self, detections: list[dict], crops: list[np.ndarray | None]) -> list[dict]:
+        """The Stage 2 result columns of each detection; a classifier that knows more adds columns."""
+        return [{**taxon_columns(t), "score": s, "classification_source": self.name} for t, s in self.classify(detections, crops)]
 
 
 class CocoTaxonomyClassifier(Classifier):
@@ -147,30 +164,3 @@ class TorchScriptClassifier(Classifier):
             )
         top = probs.argmax(axis=1)
         return [(self.taxa[i], float(probs[row, i])) for row, i in enumerate(top)]
-
-
-_CACHE: dict = {}
-
-
-def load_classifier(spec: str = "coco-taxonomy", *, labels: str | None = None, image_size: int = 224, device: str = "auto") -> Classifier:
-    """The classifier a profile names, loaded once per process."""
-    if device == "auto" and spec != "coco-taxonomy":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    key = (spec, labels, image_size, device)
-    if key not in _CACHE:
-        if spec == "coco-taxonomy":
-            _CACHE[key] = CocoTaxonomyClassifier()
-        elif spec.startswith("torchscript:"):
-            _CACHE[key] = TorchScriptClassifier(spec.split(":", 1)[1], labels, image_size, device)
-        elif Path(spec).suffix in (".pt", ".onnx", ".engine"):
-            if not Path(spec).exists():
-                raise FileNotFoundError(f"classifier model {spec} does not exist: fix pipeline.stage2.classifier")
-            _CACHE[key] = UltralyticsClassifier(spec, image_size, device)
-        else:
-            raise ValueError(
-                f"unknown classifier {spec!r}: use 'coco-taxonomy', a path to an ultralytics classification "
-                "model (.pt/.onnx/.engine), or 'torchscript:/path/model.pt' with a labels file"
-            )
-    return _CACHE[key]

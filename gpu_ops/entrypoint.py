@@ -78,7 +78,7 @@ def run(pipes: PipesContext) -> dict:
             shard_keys=extras.get("shard_keys"),
         )
     elif stage == "classify":
-        from gpu_ops.classifier import load_classifier
+        from gpu_ops.classifier_loader import load_classifier
         from gpu_ops.stage2 import run_stage2
 
         s2 = profile.pipeline.stage2
@@ -87,7 +87,7 @@ def run(pipes: PipesContext) -> dict:
             output_storage=output,
             profile=profile,
             classifier_factory=lambda: load_classifier(
-                s2.classifier, labels=s2.labels, image_size=s2.image_size, device=device
+                s2.classifier, labels=s2.labels, image_size=s2.image_size, device=device, geofence=s2.geofence
             ),
             log=pipes.log.info,
         )

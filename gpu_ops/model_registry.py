@@ -81,6 +81,8 @@ class ModelRelease:
 _MD5 = "https://github.com/agentmorris/MegaDetector/releases/download/v5.0/"
 _MD1000 = "https://github.com/agentmorris/MegaDetector/releases/download/v1000.0/"
 _MD6 = "https://zenodo.org/records/15398270/files/"
+# Kaggle's public model download (what kagglehub fetches): a .tar.gz of the model folder.
+_SPECIESNET = "https://www.kaggle.com/api/v1/models/google/speciesnet/pyTorch/"
 
 
 def _md(name: str, url: str, filename: str, fmt: str, size: int, mb: float, description: str) -> ModelRelease:
@@ -106,6 +108,10 @@ KNOWN_MODELS: dict[str, ModelRelease] = {
             640, 51.6, "MegaDetector v6 (Pytorch-Wildlife), YOLOv9-c (ultralytics)"),
         _md("megadetector-v6-yolov10-c", _MD6 + "MDV6-yolov10-c.pt?download=1", "MDV6-yolov10-c.pt", "ultralytics",
             640, 5.8, "MegaDetector v6 (Pytorch-Wildlife), YOLOv10-c (ultralytics, NMS-free)"),
+        *(ModelRelease(f"speciesnet-{version}", f"{_SPECIESNET}{version}/1/download", f"speciesnet-{version}.tar.gz",
+                       "speciesnet", 480, (), archive=True,
+                       description=f"SpeciesNet {version} (always_crop, EfficientNetV2-M): species, geofence, rollup")
+          for version in ("v4.0.1a", "v4.0.3a")),
     )
 }
 

@@ -90,7 +90,16 @@ SPECIES_LABELS = pa.schema(
         ("taxon_rank", pa.string()),  # species | genus | family | order | class
         ("taxon_class", pa.string()),  # e.g. "Mammalia", "Aves"
         ("score", pa.float32()),
-        ("classification_source", pa.string()),  # e.g. "coco-taxonomy-map", "ultralytics:<file>"
+        ("classification_source", pa.string()),  # e.g. "coco-taxonomy-map", "ultralytics:<file>", "speciesnet:4.0.1a"
+        # What a SpeciesNet ensemble decided (null for the other classifiers):
+        ("classifier_label", pa.string()),  # its full label, "uuid;class;order;family;genus;species;common name"
+        ("prediction_source", pa.string()),  # detector | classifier | classifier+rollup_to_genus | classifier+geofence+...
+        ("rollup_level", pa.string()),  # genus | family | order | class | kingdom when rolled up; else null
+        ("geofenced", pa.bool_()),  # the top species was outside the deployment's country / region
+        ("raw_label", pa.string()),  # the classifier's own top label before the ensemble, and its score
+        ("raw_score", pa.float32()),
+        ("country", pa.string()),  # the place the geofence used (ISO 3166-1 alpha-3, admin-1 region)
+        ("admin1_region", pa.string()),
     ]
 )
 
@@ -138,6 +147,8 @@ DEPLOYMENTS = pa.schema(
         ("camera_height_m", pa.float64()),
         ("bait", pa.string()),
         ("habitat", pa.string()),
+        ("country", pa.string()),  # ISO 3166-1 alpha-3 (NOR, USA): SpeciesNet's geofence
+        ("admin1_region", pa.string()),  # first-level region code, e.g. CA (California)
         ("source", pa.string()),  # deployments.csv | media
     ]
 )

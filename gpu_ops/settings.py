@@ -60,8 +60,12 @@ class CropSettings:
 
 @dataclass(frozen=True)
 class Stage2Settings:
-    classifier: str = "coco-taxonomy"  # coco-taxonomy | path to ultralytics -cls .pt | torchscript:/m.pt
+    classifier: str = "coco-taxonomy"  # coco-taxonomy | speciesnet[-vX] or its folder | ultralytics -cls .pt | torchscript:/m.pt
     labels: str | None = None  # labels file (one per line) for a TorchScript classifier
+    # SpeciesNet's geofence where deployments.csv names no place: ISO 3166-1 alpha-3 and admin-1 (US state "CA").
+    country: str | None = None
+    admin1_region: str | None = None
+    geofence: bool = True  # SpeciesNet: species outside the country/region are rolled up to one that lives there
     batch_size: int = 32
     image_size: int = 224
 

@@ -17,6 +17,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetKey,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -200,7 +201,8 @@ def _recut_missing_crops(camera_id: str, table: pa.Table, output, camera_input, 
 
 @asset(
     partitions_def=cameras,
-    deps=[crops],
+    # deployments: where the camera stood (country / region), for SpeciesNet's geofence.
+    deps=[crops, AssetKey("deployments")],
     group_name="munin",
     kinds={"parquet", "pytorch"},
     description="Stage 2: a species label with taxonomy for every crop, run out of process by the "

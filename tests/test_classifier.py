@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from gpu_ops.classifier import load_classifier, taxon_for_label
+from gpu_ops.classifier import taxon_for_label
+from gpu_ops.classifier_loader import load_classifier
 
 
 def test_coco_labels_map_to_taxonomy():

@@ -19,6 +19,8 @@ clock_offset_s   seconds to ADD to the camera's clock to get true local time (ca
 camera_height_m  metres above ground
 bait             none | scent | food | visual | acoustic | other
 habitat          free text
+country          ISO 3166-1 alpha-3 code (``NOR``, ``KEN``, ``USA``): SpeciesNet's geofence
+admin1_region    first-level region within the country (``CA`` for California), with country
 ===============  ==========================================================================
 
 :func:`apply_clock_offsets` corrects the ``timestamp`` of any table with ``camera_id`` and ``timestamp``
@@ -42,11 +44,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gpu_ops import schemas
+from gpu_ops.classifier_speciesnet import check_geography
 from gpu_ops.schemas import DEPLOYMENTS
 from odins_ravne_assets.hugin.clusters import camera_locations
 
 CSV_COLUMNS = ("camera_id", "deployment_id", "latitude", "longitude", "start", "end", "timezone",
-               "clock_offset_s", "camera_height_m", "bait", "habitat")
+               "clock_offset_s", "camera_height_m", "bait", "habitat", "country", "admin1_region")
 BAIT_VALUES = ("none", "scent", "food", "visual", "acoustic", "other")
 EARLIEST_PLAUSIBLE = datetime(2000, 1, 1)
 TIMESTAMP_ISSUES = ("missing", "before_2000", "in_future", "outside_deployment")
@@ -118,6 +121,10 @@ def read_deployments_csv(source: str | Path | bytes) -> pa.Table:
             "habitat": raw.get("habitat") or None,
             "source": "deployments.csv",
         }
+        try:
+            row["country"], row["admin1_region"] = check_geography(raw.get("country"), raw.get("admin1_region"), where)
+        except ValueError as err:
+            raise DeploymentsError(str(err)) from None
         if row["bait"] is not None and row["bait"] not in BAIT_VALUES:
             raise DeploymentsError(f"{where}: bait {row['bait']!r} is not one of {', '.join(BAIT_VALUES)}")
         if (row["latitude"] is None) != (row["longitude"] is None):
@@ -188,7 +195,7 @@ def deployments_from_media(media: pa.Table, *, now: datetime | None = None) -> p
             "latitude": loc["latitude"], "longitude": loc["longitude"],
             "start": min(times) if times else None, "end": max(times) if times else None,
             "timezone": None, "clock_offset_s": 0.0, "camera_height_m": None, "bait": None,
-            "habitat": None, "source": "media",
+            "habitat": None, "country": None, "admin1_region": None, "source": "media",
         })
     return pa.Table.from_pylist(rows, schema=DEPLOYMENTS)
 

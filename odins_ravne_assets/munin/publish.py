@@ -16,7 +16,7 @@ import pyarrow as pa
 from gpu_ops import schemas
 from gpu_ops.megadetector_format import detection_id
 from gpu_ops.stage1 import pending_media, stage1_signature
-from gpu_ops.stage2 import stage2_signature
+from gpu_ops.stage2 import LABEL_COLUMNS, stage2_state
 from gpu_ops.workstate import WorkState, work_prefix
 
 
@@ -45,7 +45,7 @@ def stage2_pending(output, camera_id: str, profile) -> int:
     crops = output.read_parquet(schemas.camera_prefix("crops", camera_id))
     if crops is None:
         return 0
-    done = WorkState(output, work_prefix("classify", stage2_signature(profile), camera_id)).done()
+    done = stage2_state(output, camera_id, profile).done()
     return sum(1 for d in crops.column("detection_id").to_pylist() if d not in done)
 
 
@@ -107,7 +107,7 @@ def detections_table(output, camera_id: str, profile) -> tuple[pa.Table, pa.Tabl
 
 def species_table(output, camera_id: str, profile) -> pa.Table:
     crops = output.read_parquet(schemas.camera_prefix("crops", camera_id))
-    work = WorkState(output, work_prefix("classify", stage2_signature(profile), camera_id)).results()
+    work = stage2_state(output, camera_id, profile).results()
     if crops is None or work is None:
         return schemas.SPECIES_LABELS.empty_table()
     labels = {row["detection_id"]: row for row in work.to_pylist()}
@@ -124,7 +124,7 @@ def species_table(output, camera_id: str, profile) -> pa.Table:
                 "crop_path": crop["crop_path"],
                 "category": crop["category"],
                 "detector_label": crop["label"],
-                **{k: label[k] for k in ("species", "scientific_name", "taxon_rank", "taxon_class", "score", "classification_source")},
+                **{k: label.get(k) for k in LABEL_COLUMNS},
             }
         )
     return pa.Table.from_pylist(rows, schema=schemas.SPECIES_LABELS)
