@@ -6,11 +6,15 @@
   ``tensorrt`` backend (``detector_darknet.py``).
 * a path to an ultralytics model file (``.pt``, ``.onnx``, ``.engine``) - run by ultralytics, whose
   file type decides the runtime (``detector_ultralytics.py``).
-* ``"megadetector:<path>"`` - MegaDetector v5 through the ``megadetector`` package, v6 / v1000
-  through ultralytics (``detector_megadetector.py``).
+* ``"megadetector:<path>"`` or a release's name (``"megadetector-v5a"``, see
+  :mod:`gpu_ops.model_registry`) - MegaDetector: YOLOv5 checkpoints (v5a/v5b, v1000 redwood and
+  spruce) through our YOLOv5 adapter, ultralytics checkpoints (v1000 larch/sorrel, v6) through
+  ultralytics (``detector_megadetector.py``).
 
 This module holds what they share: the ``Detection`` they return, the ``Detector`` base class
-(batching, halving the batch on out-of-memory errors), letterboxing and the label -> category map.
+(batching, halving the batch on out-of-memory errors, the decode-size hook the engine asks),
+letterboxing, the label -> category map, YOLO-style NMS, the uint8 input wrapper every ONNX export
+uses and the TensorRT engine built from such an export.
 
 Categories. Every detection carries one of ``schemas.DETECTION_CATEGORIES`` and the model's own label.
 A COCO model's labels map as: person -> person; bicycle, car, motorcycle, airplane, bus, train, truck,
@@ -32,11 +36,12 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 import torch
+import torchvision
 
 from gpu_ops.schemas import DETECTION_CATEGORIES
 
@@ -46,6 +51,7 @@ TORCH_THREADS_ENV = "ODINS_RAVNE_TORCH_THREADS"
 MAX_DETECTIONS_PER_IMAGE = 300
 ULTRALYTICS_PAD_VALUE = 114  # the default letterbox grey; Darknet's own is 128
 BACKENDS = ("auto", "torch", "onnx", "tensorrt")
+_MAX_NMS_INPUT = 30_000  # YOLOv5's max_nms: the best boxes NMS sees
 
 _VEHICLES = ("bicycle", "car", "motorcycle", "motorbike", "airplane", "aeroplane", "bus", "train", "truck", "boat")
 _ANIMALS = ("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe")
@@ -181,6 +187,11 @@ class Detector(abc.ABC):
         """The model input for one image. Safe to call from worker threads (the engine does)."""
         return letterbox(image, self.image_size, self.pad_value)
 
+    def decode_reduction(self, width: int, height: int) -> int:
+        """The power-of-two reduction the engine may decode a ``width`` x ``height`` JPEG at: the one
+        ``letterbox`` applies first, so a reduced decode lands on the same model input."""
+        return reduction_factor(width, height, self.image_size)
+
     def detect_prepared(self, canvases: Sequence[np.ndarray], boxes: Sequence[Letterbox]) -> list[list[Detection]]:
         """Run prepared inputs through the model, halving the batch on out-of-memory errors."""
         results: list[list[Detection]] = []
@@ -228,3 +239,113 @@ def to_detections(
             continue
         found.append(Detection(category, labels[class_id], float(score), (float(x), float(y), float(w), float(h))))
     return found
+
+
+def yolo_nms(prediction: torch.Tensor, conf_threshold: float, iou_threshold: float,
+             wanted: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One image's raw YOLO predictions ``(anchors, 5 + classes)`` (centre x, y, w, h, objectness,
+    class probabilities) -> ``xyxy``, ``scores``, ``class_ids`` after per-class NMS.
+
+    As YOLOv5's ``non_max_suppression`` does it (MegaDetector's and SpeciesNet's path): one label per
+    box, the best class, scored objectness x class probability; boxes above ``conf_threshold``; at
+    most 30,000 of the best into NMS and ``MAX_DETECTIONS_PER_IMAGE`` out. Unlike YOLOv5's it has no
+    wall-clock limit, which on a busy CPU silently drops the rest of a batch. ``wanted`` keeps only
+    those class ids (before NMS).
+    """
+    scores, class_ids = (prediction[:, 5:] * prediction[:, 4:5]).max(dim=1)
+    keep = scores > conf_threshold
+    if wanted is not None:
+        mask = torch.zeros(prediction.shape[1] - 5, dtype=torch.bool, device=prediction.device)
+        mask[list(wanted)] = True
+        keep &= mask[class_ids]
+    prediction, scores, class_ids = prediction[keep], scores[keep], class_ids[keep]
+    order = scores.argsort(descending=True)[:_MAX_NMS_INPUT]
+    prediction, scores, class_ids = prediction[order], scores[order], class_ids[order]
+    cx, cy, w, h = prediction[:, 0], prediction[:, 1], prediction[:, 2], prediction[:, 3]
+    xyxy = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1)
+    kept = torchvision.ops.batched_nms(xyxy, scores, class_ids, iou_threshold)[:MAX_DETECTIONS_PER_IMAGE]
+    return xyxy[kept], scores[kept], class_ids[kept]
+
+
+class UInt8Input(torch.nn.Module):
+    """Wraps a model so it takes the letterboxed canvases as they are: uint8, N x H x W x 3; a model
+    returning a tuple (YOLOv5's predictions and feature maps) gives its first element."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.model(images.permute(0, 3, 1, 2).float() / 255.0)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+
+class TensorRTUnavailable(RuntimeError):
+    pass
+
+
+def import_tensorrt(device: str):
+    """The ``tensorrt`` module, or :class:`TensorRTUnavailable` saying why not (the caller falls back)."""
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise TensorRTUnavailable(f"'import tensorrt' failed: {exc}; install the 'tensorrt' extra on the GPU image") from exc
+    if not device.startswith("cuda"):
+        raise TensorRTUnavailable("it needs a CUDA GPU and this process has none")
+    return trt
+
+
+class TensorRTEngine:
+    """An FP16 TensorRT engine built from an ONNX export (input ``images`` uint8 NHWC, output
+    ``predictions``) and cached per GPU, precision, input shape and batch size.
+
+    Exercised only on GPU machines with the ``tensorrt`` extra; CI tests its selection and fallback.
+    """
+
+    def __init__(self, trt: Any, onnx_path: Path, cache_dir: Path, shape: tuple[int, int], device: str, max_batch: int):
+        self.trt = trt
+        self.device = torch.device(device)
+        self.max_batch = max_batch
+        gpu = torch.cuda.get_device_name(self.device).replace(" ", "_").replace("/", "_")
+        precision = "fp16"
+        height, width = shape
+        size = f"{height}" if height == width else f"{height}x{width}"
+        path = cache_dir / f"{onnx_path.stem}-{gpu}-{precision}-{size}-b{max_batch}-trt{trt.__version__}.engine"
+        logger = trt.Logger(trt.Logger.WARNING)
+        if not path.is_file():
+            log.info("building TensorRT engine %s (one-off, a minute or two)", path.name)
+            builder = trt.Builder(logger)
+            network = builder.create_network(0)
+            parser = trt.OnnxParser(network, logger)
+            if not parser.parse(onnx_path.read_bytes()):
+                errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+                raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
+            config = builder.create_builder_config()
+            config.set_flag(trt.BuilderFlag.FP16)
+            profile = builder.create_optimization_profile()
+            dims = (height, width, 3)
+            profile.set_shape("images", (1, *dims), (max_batch, *dims), (max_batch, *dims))
+            config.add_optimization_profile(profile)
+            serialized = builder.build_serialized_network(network, config)
+            if serialized is None:
+                raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}")
+            staged = path.with_suffix(".partial")
+            staged.write_bytes(bytes(serialized))
+            staged.replace(path)
+        self.engine = trt.Runtime(logger).deserialize_cuda_engine(path.read_bytes())
+        self.context = self.engine.create_execution_context()
+        self.stream = torch.cuda.Stream(self.device)
+
+    def run(self, batch: np.ndarray) -> torch.Tensor:
+        outputs = []
+        for start in range(0, len(batch), self.max_batch):
+            images = torch.from_numpy(batch[start : start + self.max_batch]).to(self.device)
+            self.context.set_input_shape("images", tuple(images.shape))
+            out_shape = tuple(self.context.get_tensor_shape("predictions"))
+            predictions = torch.empty(out_shape, dtype=torch.float32, device=self.device)
+            self.context.set_tensor_address("images", images.data_ptr())
+            self.context.set_tensor_address("predictions", predictions.data_ptr())
+            self.context.execute_async_v3(self.stream.cuda_stream)
+            self.stream.synchronize()
+            outputs.append(predictions)
+        return torch.cat(outputs)

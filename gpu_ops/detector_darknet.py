@@ -20,14 +20,23 @@ import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-import torchvision
 
 from gpu_ops.darknet import load_darknet
-from gpu_ops.detector import MAX_DETECTIONS_PER_IMAGE, Detection, Detector, Letterbox, category_for_label, to_detections
+from gpu_ops.detector import (
+    Detection,
+    Detector,
+    Letterbox,
+    TensorRTEngine,
+    TensorRTUnavailable,
+    UInt8Input,
+    category_for_label,
+    import_tensorrt,
+    to_detections,
+    yolo_nms,
+)
 from gpu_ops.fileio import sha256_file
 from gpu_ops.weights import cache_lock
 
@@ -72,7 +81,7 @@ class DarknetDetector(Detector):
         if backend == "tensorrt":
             try:
                 return self._tensorrt_runner()
-            except _TensorRTUnavailable as exc:
+            except TensorRTUnavailable as exc:
                 backend = _without_tensorrt(self.device)
                 log.warning("TensorRT backend unavailable (%s): falling back to the %s backend on %s", exc, backend, self.device)
         if backend == "onnx":
@@ -157,13 +166,9 @@ class DarknetDetector(Detector):
         return run
 
     def _tensorrt_runner(self):
-        try:
-            import tensorrt as trt
-        except ImportError as exc:
-            raise _TensorRTUnavailable(f"'import tensorrt' failed: {exc}; install the 'tensorrt' extra on the GPU image") from exc
-        if not self.device.startswith("cuda"):
-            raise _TensorRTUnavailable("it needs a CUDA GPU and this process has none")
-        engine = _TensorRTEngine(trt, self.onnx_path(), self.weights_dir, self.image_size, self.device, max_batch=32)
+        trt = import_tensorrt(self.device)
+        shape = (self.image_size, self.image_size)
+        engine = TensorRTEngine(trt, self.onnx_path(), self.weights_dir, shape, self.device, max_batch=32)
         self.backend = "tensorrt"
         return engine.run
 
@@ -172,90 +177,8 @@ class DarknetDetector(Detector):
         return [self._postprocess(p, box) for p, box in zip(predictions, boxes)]
 
     def _postprocess(self, prediction: torch.Tensor, box: Letterbox) -> list[Detection]:
-        # One label per box (the best class), scored objectness x class probability, as ultralytics does.
-        scores, class_ids = (prediction[:, 5:] * prediction[:, 4:5]).max(dim=1)
-        keep = scores > self.conf_threshold
-        if self.categories:
-            wanted = torch.zeros(prediction.shape[1] - 5, dtype=torch.bool, device=prediction.device)
-            wanted[list(self.categories)] = True
-            keep &= wanted[class_ids]
-        prediction, scores, class_ids = prediction[keep], scores[keep], class_ids[keep]
-        if not len(scores):
-            return []
-        cx, cy, w, h = prediction[:, 0], prediction[:, 1], prediction[:, 2], prediction[:, 3]
-        xyxy = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1)
-        kept = torchvision.ops.batched_nms(xyxy, scores, class_ids, self.iou_threshold)[:MAX_DETECTIONS_PER_IMAGE]
-        return to_detections(
-            xyxy[kept].cpu().numpy(), scores[kept].cpu().numpy(), class_ids[kept].cpu().numpy(), box, self.labels, self.categories
-        )
-
-
-class UInt8Input(torch.nn.Module):
-    """Wraps a model so it takes the letterboxed canvases as they are: uint8, N x H x W x 3."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images.permute(0, 3, 1, 2).float() / 255.0)
-
-
-class _TensorRTUnavailable(RuntimeError):
-    pass
-
-
-class _TensorRTEngine:
-    """A TensorRT engine built from our ONNX export and cached per GPU, precision and batch size.
-
-    Exercised only on GPU machines with the ``tensorrt`` extra; CI tests its selection and fallback.
-    """
-
-    def __init__(self, trt: Any, onnx_path: Path, cache_dir: Path, image_size: int, device: str, max_batch: int):
-        self.trt = trt
-        self.device = torch.device(device)
-        self.max_batch = max_batch
-        gpu = torch.cuda.get_device_name(self.device).replace(" ", "_").replace("/", "_")
-        precision = "fp16"
-        path = cache_dir / f"{onnx_path.stem}-{gpu}-{precision}-b{max_batch}-trt{trt.__version__}.engine"
-        logger = trt.Logger(trt.Logger.WARNING)
-        if not path.is_file():
-            log.info("building TensorRT engine %s (one-off, a minute or two)", path.name)
-            builder = trt.Builder(logger)
-            network = builder.create_network(0)
-            parser = trt.OnnxParser(network, logger)
-            if not parser.parse(onnx_path.read_bytes()):
-                errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-                raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
-            config = builder.create_builder_config()
-            config.set_flag(trt.BuilderFlag.FP16)
-            profile = builder.create_optimization_profile()
-            shape = (image_size, image_size, 3)
-            profile.set_shape("images", (1, *shape), (max_batch, *shape), (max_batch, *shape))
-            config.add_optimization_profile(profile)
-            serialized = builder.build_serialized_network(network, config)
-            if serialized is None:
-                raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}")
-            staged = path.with_suffix(".partial")
-            staged.write_bytes(bytes(serialized))
-            staged.replace(path)
-        self.engine = trt.Runtime(logger).deserialize_cuda_engine(path.read_bytes())
-        self.context = self.engine.create_execution_context()
-        self.stream = torch.cuda.Stream(self.device)
-
-    def run(self, batch: np.ndarray) -> torch.Tensor:
-        outputs = []
-        for start in range(0, len(batch), self.max_batch):
-            images = torch.from_numpy(batch[start : start + self.max_batch]).to(self.device)
-            self.context.set_input_shape("images", tuple(images.shape))
-            out_shape = tuple(self.context.get_tensor_shape("predictions"))
-            predictions = torch.empty(out_shape, dtype=torch.float32, device=self.device)
-            self.context.set_tensor_address("images", images.data_ptr())
-            self.context.set_tensor_address("predictions", predictions.data_ptr())
-            self.context.execute_async_v3(self.stream.cuda_stream)
-            self.stream.synchronize()
-            outputs.append(predictions)
-        return torch.cat(outputs)
+        xyxy, scores, class_ids = yolo_nms(prediction, self.conf_threshold, self.iou_threshold, list(self.categories) or None)
+        return to_detections(xyxy.cpu().numpy(), scores.cpu().numpy(), class_ids.cpu().numpy(), box, self.labels, self.categories)
 
 
 def _without_tensorrt(device: str) -> str:

@@ -1,4 +1,5 @@
-"""Load any detector by what the profile names: the default model, an ultralytics file, MegaDetector.
+"""Load any detector by what the profile names: the default model, a known release by name
+(:mod:`gpu_ops.model_registry`, fetched on first use), an ultralytics file, MegaDetector.
 
 Kept apart from :mod:`gpu_ops.detector` (the base class and the shared geometry) because it knows
 every adapter, and every adapter builds on that base class: one module importing both ways would
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 from gpu_ops.detector import BACKENDS, Detector, configure_torch_threads, resolve_device
+from gpu_ops.model_registry import KNOWN_MODELS, resolve_model
 from gpu_ops.weights import fetch_default_weights
 
 log = logging.getLogger("gpu_ops")
@@ -27,8 +29,9 @@ def load_detector(model: str = "default", *, backend: str = "auto", device: str 
     """Load (once per process) and warm up a detector; see the module docstring for ``model``.
 
     ``backend``: auto (on a GPU TensorRT, falling back to torch when the tensorrt package is
-    missing; on the CPU ONNX Runtime), torch, onnx or tensorrt; it applies to the default model (an ultralytics file's own type decides its
-    runtime). ``cold_start_s`` on the result is the load + warm-up time of the first call.
+    missing; on the CPU ONNX Runtime for the default model, torch for MegaDetector's YOLOv5), torch,
+    onnx or tensorrt; it applies to the default model and YOLOv5 checkpoints (an ultralytics file's
+    own type decides its runtime). ``cold_start_s`` on the result is the load + warm-up time of the first call.
     """
     key = (model, backend, device, image_size, conf_threshold, iou_threshold)
     with _CACHE_LOCK:
@@ -55,13 +58,23 @@ def _build(model: str, backend: str, device: str, image_size: int, conf: float, 
         from gpu_ops.detector_darknet import DarknetDetector
 
         return DarknetDetector(fetch_default_weights(), backend=backend, **options)
+    release = KNOWN_MODELS.get(model)
+    if release is not None:
+        from gpu_ops.detector_megadetector import load_megadetector
+
+        # A named release runs at the size it was trained at (model_registry's docstring says why).
+        options["image_size"] = release.input_size
+        return load_megadetector(resolve_model(model), backend=backend, name=release.name, **options)
     if model.startswith("megadetector:"):
         from gpu_ops.detector_megadetector import load_megadetector
 
-        return load_megadetector(_existing(model.split(":", 1)[1], model), **options)
+        return load_megadetector(_existing(model.split(":", 1)[1], model), backend=backend, **options)
     path = _existing(model, model)
     if path.suffix.lower() not in (".pt", ".onnx", ".engine"):
-        raise ValueError(f"model {model!r}: expected 'default', 'megadetector:<path>' or an ultralytics .pt/.onnx/.engine file")
+        raise ValueError(
+            f"model {model!r}: expected 'default', a known model name (odins-ravne models list), "
+            "'megadetector:<path>' or an ultralytics .pt/.onnx/.engine file"
+        )
     from gpu_ops.detector_ultralytics import UltralyticsDetector
 
     return UltralyticsDetector(path, **options)

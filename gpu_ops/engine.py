@@ -48,7 +48,7 @@ import numpy as np
 from PIL import Image
 
 from gpu_ops.cropper import crop_box, encode_jpeg, fit_within
-from gpu_ops.detector import Detection, Detector, Letterbox, reduction_factor
+from gpu_ops.detector import Detection, Detector, Letterbox
 
 log = logging.getLogger("gpu_ops")
 
@@ -135,8 +135,8 @@ def decode_for_detection(source: Union[Source, Callable[[], Source]], detector: 
         data = value
         image = Image.open(io.BytesIO(data))
         size = image.size
-        # The same power-of-two reduction letterbox() applies to a full decode: same model input.
-        _draft(image, 1 / reduction_factor(*size, detector.image_size))
+        # The power-of-two reduction the detector's own letterbox applies to a full decode: same model input.
+        _draft(image, 1 / detector.decode_reduction(*size))
         image = _rgb(image)
         image.load()
     canvas, box = detector.prepare(np.asarray(image))
