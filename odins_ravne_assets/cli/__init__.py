@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from odins_ravne_assets.cli import odin, process, results
+from odins_ravne_assets.cli import models, odin, process, results
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     cost.add_argument("--profile", default="cloud")
     cost.add_argument("--by", default="camera_id", choices=["camera_id", "run_id", "stage", "capacity"])
 
+    mdl = sub.add_parser("models", help="the models a profile can name, and what the model cache holds")
+    mdl.add_argument("action", choices=["list", "fetch"])
+    mdl.add_argument("name", nargs="?", help="fetch: the model's name")
+
     st3 = sub.add_parser("stage3", help="the Stage 3 outputs")
     st3.add_argument("action", choices=["download"])
     st3.add_argument("s3_uri", help="the s3:// OUTPUT that process wrote")
@@ -97,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
         return odin.infra_status(profile=args.profile, stack_name=args.stack)
     if args.command == "infra":
         return odin.infra_teardown(profile=args.profile, stack_name=args.stack, force=args.force)
+    if args.command == "models" and args.action == "list":
+        return models.list_command()
+    if args.command == "models":
+        if not args.name:
+            parser.error("models fetch needs the model's name (odins-ravne models list)")
+        return models.fetch_command(args.name)
     if args.command == "cost":
         return odin.cost_report(output_root=args.out, profile=args.profile, by=args.by)
     return odin.stage3_download(s3_uri=args.s3_uri, local_dir=args.local_dir, with_crops=args.with_crops)

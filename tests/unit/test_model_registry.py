@@ -168,3 +168,18 @@ def test_known_releases_are_well_formed():
         assert release.format in ("yolov5", "ultralytics", "speciesnet")
         assert release.sha256 is None or len(release.sha256) == 64
     assert KNOWN_MODELS["megadetector-v5a"].input_size == 1280 and KNOWN_MODELS["megadetector-v1000-redwood"].format == "yolov5"
+
+
+def test_models_list_shows_known_and_cached(tmp_path, monkeypatch, capsys):
+    from odins_ravne_assets.cli import main
+
+    monkeypatch.setenv("ODINS_RAVNE_MODEL_DIR", str(tmp_path))
+    release = KNOWN_MODELS["megadetector-v5a"]
+    release.target(tmp_path).parent.mkdir(parents=True)
+    release.target(tmp_path).write_bytes(BODY)
+    resolve_model("megadetector-v5a", fetch=False)  # first use pins it
+    assert main(["models", "list"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("megadetector-")}
+    assert set(lines) >= {"megadetector-v5a", "megadetector-v5b", "megadetector-v1000-redwood", "megadetector-v6-yolov9-c"}
+    assert " yes " in lines["megadetector-v5a"] and hashlib.sha256(BODY).hexdigest()[:12] in lines["megadetector-v5a"]
+    assert " no " in lines["megadetector-v5b"] and "pinned on first verified fetch" in lines["megadetector-v5b"]
