@@ -72,8 +72,8 @@ def build_yolov5(cfg: str = "yolov5x6.yaml", *, seed: int = 0, objectness_boost:
             module.momentum = None  # a plain average over the calibration batches
     model.train()
     with torch.no_grad():
-        for _ in range(2):
-            model(torch.rand(2, 3, 256, 320))
+        for _ in range(2):  # smooth noise: closer to a photograph's statistics than white noise
+            model(torch.nn.functional.interpolate(torch.rand(2, 3, 8, 10), size=(256, 320), mode="bilinear"))
     model.eval()
     detect = next(m for m in model.modules() if isinstance(m, Detect))
     with torch.no_grad():

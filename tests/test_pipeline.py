@@ -9,11 +9,12 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import DagsterInstance, materialize
 
-from conftest import ASSETS, write_jpeg
+from media_support import ASSETS, write_jpeg
 from odins_ravne_assets.cli import main
 from odins_ravne_assets.jobs import CAMERA_ASSETS
 from resources.pipeline import PipelineResource
 from resources.profiles import load_profile
+from resources.stage3 import connect
 from resources.runner import GpuStageRunner
 from resources.stage3 import query
 from gpu_ops.storage import Storage
@@ -26,7 +27,7 @@ def sql(output, statement):
 
 def test_stage3_views_and_columns(processed):
     _, output = processed
-    con = duckdb.connect(str(output / "stage3" / "odins_ravne.duckdb"), read_only=True)
+    con = connect(output / "stage3" / "odins_ravne.duckdb")
     views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     assert {"media", "detections", "crops", "species_labels", "events", "clusters"} <= views
     det_cols = {r[0] for r in con.execute("DESCRIBE detections").fetchall()}
@@ -165,7 +166,7 @@ class SpotReclaimed(BaseException):
 def test_a_run_killed_halfway_redoes_only_unfinished_work(tmp_path):
     """Stage 1 commits chunk by chunk; a crash after the first chunk loses nothing done before it."""
     from gpu_ops import stage1 as stage1_module
-    from gpu_ops.detector import load_detector
+    from gpu_ops.detector_loader import load_detector
     from odins_ravne_assets.munin.ingest import build_manifest
 
     source, out = tmp_path / "in", Storage(str(tmp_path / "out"))

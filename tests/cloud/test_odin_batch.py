@@ -28,7 +28,7 @@ from resources.batch_retry import evaluate_on_exit, retry_strategy
 from resources.stage_plan import plan_shards, shard_extras
 
 BUCKET = "odins-ravne-test"
-JOB_SCRIPT = str(Path(__file__).with_name("odin_job.py"))
+JOB_SCRIPT = str(Path(__file__).resolve().parents[1] / "odin_job.py")
 
 
 @pytest.fixture()

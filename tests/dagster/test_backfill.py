@@ -11,9 +11,9 @@ from pathlib import Path
 
 from dagster import DagsterInstance, DagsterRunStatus
 
-from conftest import ASSETS, write_jpeg
+from media_support import ASSETS, write_jpeg
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # Runs launch straight away in subprocesses; the shipped dagster.yaml queues them for the daemon.
 INSTANCE_YAML = """telemetry: {enabled: false}

@@ -11,7 +11,7 @@ from dagster import (
     evaluate_automation_conditions,
 )
 
-from conftest import ASSETS, write_jpeg
+from media_support import ASSETS, write_jpeg
 from odin_support import moto_endpoint  # noqa: F401  (a real S3 endpoint on loopback)
 from odins_ravne_assets.definitions import build_definitions
 from odins_ravne_assets.jobs import CAMERA_ASSETS, PROJECT_ASSETS

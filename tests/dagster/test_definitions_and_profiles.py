@@ -19,7 +19,7 @@ from resources.cost import CostResource
 from resources.profiles import PROFILE_DIR, load_profile
 from resources.runner import BatchStageRunner, GpuStageRunner
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_definitions_load_with_placeholder_environment(monkeypatch, tmp_path):

@@ -42,7 +42,7 @@ def test_s3_round_trip_through_a_real_endpoint(moto_endpoint):
 
 def test_the_pipeline_reads_and_writes_s3(moto_endpoint, tmp_path, monkeypatch, dagster_home, capsys):
     """Cards uploaded to S3, results written to S3, Stage 3 queried from a downloaded copy."""
-    from conftest import ASSETS, write_jpeg
+    from media_support import ASSETS, write_jpeg
     from odins_ravne_assets.cli import main
 
     s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="eu-north-1")

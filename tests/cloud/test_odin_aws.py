@@ -22,7 +22,7 @@ from resources.s3_sensor import poll_s3, poll_sqs, run_key_for, s3_event
 from resources.stage3_download import UnsafeKeyError, download_stage3, safe_local_path
 from gpu_ops.storage import Storage
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "odins-ravne-data"
 
 

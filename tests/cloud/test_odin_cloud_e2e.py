@@ -17,13 +17,13 @@ import pytest
 import yaml
 from dagster import AssetKey, DagsterInstance
 
-from conftest import ASSETS, write_jpeg
+from media_support import ASSETS, write_jpeg
 from odin_support import REGION, SPOT_QUEUE, client, make_batch, moto_endpoint, moto_reset  # noqa: F401
 from odins_ravne_assets.definitions import build_definitions
 from odins_ravne_assets.cli import odin
 from gpu_ops.storage import Storage
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
