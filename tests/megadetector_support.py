@@ -79,6 +79,9 @@ def build_yolov5(cfg: str = "yolov5x6.yaml", *, seed: int = 0, objectness_boost:
     with torch.no_grad():
         for conv in detect.m:
             conv.weight *= head_scale
+            # Box offsets and sizes a tenth as sensitive again: anchor-sized boxes that move with the
+            # image, instead of sigmoids pinned at 0 or 1 (zero-height boxes across the frame).
+            conv.weight.view(detect.na, -1, *conv.weight.shape[1:])[:, :4] *= 0.1
             bias = conv.bias.view(detect.na, -1)
             bias[:, 4] += objectness_boost
     return model.eval()

@@ -44,7 +44,7 @@ def photos(tmp_path_factory) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def small_checkpoint(tmp_path_factory) -> Path:
-    model = build_yolov5("yolov5n6.yaml", objectness_boost=0.0, head_scale=0.005)
+    model = build_yolov5("yolov5n6.yaml", objectness_boost=0.0, head_scale=0.025)
     return save_megadetector_checkpoint(model, tmp_path_factory.mktemp("md") / "md_v5a.0.0.pt")
 
 
@@ -90,10 +90,10 @@ def test_engine_matches_megadetector_inference(small_checkpoint, photos):
     results, stats = _engine(detector, photos)
     assert stats.full_decodes >= 3 and stats.reduced_decodes == 0  # YOLOv5 resizes the full image
     compared = sum(
-        _assert_matches(results[p][0], reference_detections(small_checkpoint, p, image_size=640, conf=CONF), min_boxes=0)
+        _assert_matches(results[p][0], reference_detections(small_checkpoint, p, image_size=640, conf=CONF), min_boxes=5)
         for p in photos
     )
-    assert compared >= 30  # mostly on zidane.jpg: a random model's scores vary that much by image
+    assert compared >= 40
 
 
 def test_canvases_are_yolov5s_minimum_rectangles(small_checkpoint):
@@ -151,7 +151,7 @@ def test_not_a_checkpoint_is_one_clear_error(tmp_path):
 @pytest.mark.slow
 def test_megadetector_v5_architecture_at_1280_matches(tmp_path, photos):
     """YOLOv5x6 at 1280, as MegaDetector v5a/v5b and v1000 redwood (about a minute on two cores)."""
-    checkpoint = save_megadetector_checkpoint(build_yolov5("yolov5x6.yaml", objectness_boost=0.0, head_scale=0.3),
+    checkpoint = save_megadetector_checkpoint(build_yolov5("yolov5x6.yaml", objectness_boost=0.0, head_scale=0.002),
                                               tmp_path / "md_v5b.0.0.pt")
     detector = load_detector(f"megadetector:{checkpoint}", backend="torch", device="cpu", image_size=1280, conf_threshold=CONF)
     results, _ = _engine(detector, photos[1:])
