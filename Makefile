@@ -33,6 +33,7 @@ dev: install
 
 bench: install
 	$(PY) -m bench.stage1
+	$(PY) -m bench.megadetector
 	$(PY) -m bench.bursts_semireal --out $(CURDIR)/bench/data/semireal
 	$(PY) -m bench.bursts_cost --width 2048
 	$(PY) -m bench.hugin_query
