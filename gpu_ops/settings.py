@@ -13,18 +13,59 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import os
+import zipfile
 import types
 import typing
 from dataclasses import dataclass, field
+
+# The project's home region and the team's price sheet for it (USD per hour): the defaults of every
+# setting and resource that needs one, written once.
+HOME_REGION = "eu-north-1"
+ON_DEMAND_PRICES = {"g4dn.xlarge": 0.526, "g4dn.2xlarge": 0.752, "p3.2xlarge": 3.06}
+SPOT_PRICES = {"g4dn.xlarge": 0.158, "g4dn.2xlarge": 0.226, "p3.2xlarge": 0.918}
+
 
 class ProfileError(ValueError):
     pass
 
 
 @dataclass(frozen=True)
+class Bounds:
+    """The allowed values of a number setting, checked when the profile loads: a value out of range
+    fails there with one line, not after Stages 1 and 2 ran (or never, giving silently wrong results)."""
+
+    low: float | None = None
+    high: float | None = None
+    above: bool = False  # ``low`` itself is not allowed
+    step: int | None = None  # the value must be a multiple of this
+
+    def allows(self, value) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.above else value < self.low):
+            return False
+        return (self.high is None or value <= self.high) and (self.step is None or value % self.step == 0)
+
+    def __str__(self) -> str:
+        low = None if self.low is None else f"{'>' if self.above else '>='} {self.low:g}"
+        if low and self.high is not None:
+            text = f"from {self.low:g} to {self.high:g}" if not self.above else f"{low} and <= {self.high:g}"
+        else:
+            text = low or f"<= {self.high:g}"
+        return text + (f", a multiple of {self.step}" if self.step else "")
+
+
+def bounded(default, low=None, high=None, *, above: bool = False, step: int | None = None):
+    """A dataclass field whose value must lie in the given range (see :class:`Bounds`)."""
+    return field(default=default, metadata={"bounds": Bounds(low, high, above, step)})
+
+
+@dataclass(frozen=True)
 class StorageSettings:
     endpoint_url: str | None = None  # any S3-compatible endpoint; AWS_ENDPOINT_URL wins when set
-    region: str = "eu-north-1"
+    region: str = HOME_REGION
 
 
 @dataclass(frozen=True)
@@ -38,24 +79,25 @@ class RunnerSettings:
 class Stage1Settings:
     model: str = "default"  # default | path to .pt/.onnx/.engine | megadetector:/path/to/weights.pt
     backend: str = "auto"  # auto | torch | onnx | tensorrt
-    batch_size: int = 16
-    image_size: int = 640
-    confidence_threshold: float = 0.1  # detections below are not written at all
-    iou_threshold: float = 0.45
-    decode_workers: int = 2
-    video_every_seconds: float = 1.0
-    video_max_frames: int = 10
-    max_images_per_job: int = 1000  # one Batch job (shard) at most
+    batch_size: int = bounded(16, 1)
+    image_size: int = bounded(640, 32, 4096, step=32)  # the YOLO models' stride is 32
+    confidence_threshold: float = bounded(0.1, 0.0, 1.0)  # detections below are not written at all
+    iou_threshold: float = bounded(0.45, 0.0, 1.0, above=True)
+    decode_workers: int = bounded(2, 1)
+    video_every_seconds: float = bounded(1.0, 0.0, above=True)
+    video_max_frames: int = bounded(10, 1)
+    max_images_per_job: int = bounded(1000, 1)  # one Batch job (shard) at most
 
 
 @dataclass(frozen=True)
 class CropSettings:
-    min_confidence: float = 0.2
-    pad_fraction: float = 0.1
-    jpeg_quality: int = 90
+    min_confidence: float = bounded(0.2, 0.0, 1.0)
+    pad_fraction: float = bounded(0.1, 0.0, 1.0)
+    jpeg_quality: int = bounded(90, 1, 100)
     # Longer side of a stored crop, at most: a frame-filling animal in a 12 MP photo would otherwise
     # make a 6-9 MP crop, and need a second full-size decode (2.7x slower Stage 1, bench/stage1.py).
-    max_side: int | None = 1024
+    # A classifier needs some pixels: below 32 a crop is a smudge.
+    max_side: int | None = bounded(1024, 32)
 
 
 @dataclass(frozen=True)
@@ -66,23 +108,23 @@ class Stage2Settings:
     country: str | None = None
     admin1_region: str | None = None
     geofence: bool = True  # SpeciesNet: species outside the country/region are rolled up to one that lives there
-    batch_size: int = 32
-    image_size: int = 224
+    batch_size: int = bounded(32, 1)
+    image_size: int = bounded(224, 32, 1024)
 
 
 @dataclass(frozen=True)
 class EventSettings:
-    compression_window: float = 10.0  # minutes between detections that still belong to one event
-    min_confidence: float = 0.3
+    compression_window: float = bounded(10.0, 0.0, above=True)  # minutes between detections that still belong to one event
+    min_confidence: float = bounded(0.3, 0.0, 1.0)
     per_camera: dict = field(default_factory=dict)  # camera_id -> {compression_window, min_confidence}
 
 
 @dataclass(frozen=True)
 class ClusterSettings:
-    min_cluster_size: int = 2
-    min_samples: int = 1
+    min_cluster_size: int = bounded(2, 2)  # HDBSCAN's smallest cluster
+    min_samples: int = bounded(1, 1)
     # HDBSCAN has no distance scale: a site wider than this sheds its farthest cameras.
-    max_site_radius_m: float | None = 2000.0
+    max_site_radius_m: float | None = bounded(2000.0, 0.0, above=True)
 
 
 @dataclass(frozen=True)
@@ -100,16 +142,16 @@ class PipelineSettings:
 @dataclass(frozen=True)
 class ComputeSettings:
     spot_instances: bool = True
-    bid_percentage: int = 70
+    bid_percentage: int = bounded(70, 1, 100)
     fallback_to_ondemand: bool = True
-    fallback_timeout: int = 300  # seconds RUNNABLE on spot before moving to the on-demand queue
+    fallback_timeout: int = bounded(300, 0)  # seconds RUNNABLE on spot before moving to the on-demand queue
     instance_types: list = field(default_factory=lambda: ["g4dn.xlarge", "g4dn.2xlarge"])
-    min_vcpus: int = 0
-    max_vcpus: int = 100
-    desired_vcpus: int = 0
-    vcpu: int = 4
-    memory: int = 16384
-    gpu_count: int = 1
+    min_vcpus: int = bounded(0, 0)
+    max_vcpus: int = bounded(100, 1)
+    desired_vcpus: int = bounded(0, 0)
+    vcpu: int = bounded(4, 1)
+    memory: int = bounded(16384, 512)  # MiB
+    gpu_count: int = bounded(1, 0)
 
 
 @dataclass(frozen=True)
@@ -119,7 +161,7 @@ class AwsSettings:
     job_definition: str = "odins-ravne-gpu"
     bucket: str | None = None  # Pipes context/messages and Stage 3 outputs
     compute: ComputeSettings = field(default_factory=ComputeSettings)
-    max_parallel_jobs: int = 10
+    max_parallel_jobs: int = bounded(10, 1)
 
 
 @dataclass(frozen=True)
@@ -136,14 +178,14 @@ class CloudSettings:
 
 @dataclass(frozen=True)
 class CostSettings:
-    region: str = "eu-north-1"
-    monthly_budget_usd: float = 1000.0
+    region: str = HOME_REGION
+    monthly_budget_usd: float = bounded(1000.0, 0.0)
     # USD per hour in eu-north-1 from the team's cost sheet; live spot prices replace these when reachable.
     on_demand_prices: dict = field(
-        default_factory=lambda: {"g4dn.xlarge": 0.526, "g4dn.2xlarge": 0.752, "p3.2xlarge": 3.06}
+        default_factory=lambda: dict(ON_DEMAND_PRICES)
     )
     spot_prices: dict = field(
-        default_factory=lambda: {"g4dn.xlarge": 0.158, "g4dn.2xlarge": 0.226, "p3.2xlarge": 0.918}
+        default_factory=lambda: dict(SPOT_PRICES)
     )
     cloudwatch_metrics: bool = False
 
@@ -176,15 +218,18 @@ def _build(cls, data, where: str, source: str):
     if not isinstance(data, dict):
         raise ProfileError(f"{source}: '{where or 'the profile'}' must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     values = {}
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else f" Known keys: {', '.join(names)}."
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else f" Known keys: {', '.join(fields)}."
             raise ProfileError(f"{source}: unknown key '{path}'.{hint}")
         values[key] = _coerce(hints[key], value, path, source)
+        bounds = fields[key].metadata.get("bounds")
+        if bounds is not None and values[key] is not None and not bounds.allows(values[key]):
+            raise ProfileError(f"{source}: '{path}' is {value!r}; allowed: {bounds}")
     return cls(**values)
 
 
@@ -223,7 +268,70 @@ def parse_profile(data: dict, source: str = "<profile>") -> Profile:
         BurstConfig.from_mapping(profile.pipeline.bursts)
     except ValueError as err:
         raise ProfileError(f"{source}: pipeline.{err}") from None
+    _check_compute(profile.cloud.aws.compute, source)
+    for name in ("on_demand_prices", "spot_prices"):
+        for instance_type, price in getattr(profile.cost, name).items():
+            if isinstance(price, bool) or not isinstance(price, (int, float)) or not Bounds(0.0).allows(price):
+                raise ProfileError(f"{source}: 'cost.{name}.{instance_type}' is {price!r}; allowed: a number >= 0 (USD per hour)")
+    _check_model_file(profile, "pipeline.stage1.model", profile.pipeline.stage1.model, source)
+    _check_model_file(profile, "pipeline.stage2.classifier", profile.pipeline.stage2.classifier, source)
     return profile
+
+
+def _check_compute(compute: ComputeSettings, source: str) -> None:
+    if not compute.min_vcpus <= compute.desired_vcpus <= compute.max_vcpus:
+        raise ProfileError(
+            f"{source}: 'cloud.aws.compute' has min_vcpus {compute.min_vcpus}, desired_vcpus {compute.desired_vcpus}, "
+            f"max_vcpus {compute.max_vcpus}; allowed: min_vcpus <= desired_vcpus <= max_vcpus"
+        )
+    if not compute.instance_types:
+        raise ProfileError(f"{source}: 'cloud.aws.compute.instance_types' is empty; name at least one instance type")
+
+
+MODEL_SUFFIXES = (".pt", ".onnx", ".engine")
+
+
+def _check_model_file(profile: Profile, path: str, spec: str, source: str) -> None:
+    """A model the profile names by file must be there and be a model, checked at load, not after Stage 1.
+
+    Decision: only files are checked (names resolve through the model registry when a stage runs).
+    On a Batch runner a path names a file inside the GPU image, which this machine cannot see, so
+    only its form is checked there.
+    """
+    from gpu_ops.model_registry import KNOWN_MODELS
+
+    if spec in ("default", "coco-taxonomy") or spec in KNOWN_MODELS:
+        return
+    file = spec.split(":", 1)[1] if spec.startswith(("megadetector:", "torchscript:")) else spec
+    suffix = file.rsplit(".", 1)[-1].lower() if "." in file else ""
+    if f".{suffix}" not in MODEL_SUFFIXES:
+        if path == "pipeline.stage2.classifier":
+            return  # SpeciesNet releases and folders: the classifier loader knows them
+        raise ProfileError(
+            f"{source}: '{path}' is {spec!r}; use 'default', a known model name (odins-ravne models list), "
+            "'megadetector:<file>' or a .pt/.onnx/.engine file"
+        )
+    if profile.runner.type != "local":
+        return
+    local = os.path.expanduser(file)
+    if not os.path.isfile(local):
+        raise ProfileError(f"{source}: '{path}' names {file}, which does not exist: fix the path or fetch the model (odins-ravne models fetch)")
+    if not _looks_like_model(local, suffix):
+        raise ProfileError(f"{source}: '{path}' names {file}, which is not a .{suffix} model (empty, truncated or another kind of file)")
+
+
+def _looks_like_model(file: str, suffix: str) -> bool:
+    """A cheap look at the first bytes: a PyTorch file is a zip (or a legacy pickle), an ONNX model
+    a protobuf that starts with its ir_version field; a TensorRT engine has no stable magic."""
+    with open(file, "rb") as handle:
+        head = handle.read(4)
+    if not head:
+        return False
+    if suffix == "pt":
+        return zipfile.is_zipfile(file) or head[:1] == b"\x80"
+    if suffix == "onnx":
+        return head[:1] == b"\x08"
+    return True
 
 
 def profile_from_dict(data: dict) -> Profile:

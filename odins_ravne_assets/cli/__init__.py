@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from odins_ravne_assets.cli import models, odin, process, results
+from odins_ravne_assets.cli import console, models, odin, process, results
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,8 +78,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gpu_ops.settings import ProfileError
+
     parser = _parser()
     args = parser.parse_args(argv)
+    try:
+        return _run(parser, args)
+    except ProfileError as err:  # a profile is the user's file: what is wrong in it, in one line
+        return console.error(str(err))
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "process":
         return process.process(args.input, args.out, camera_ids=args.cameras, profile=args.profile, quiet=args.quiet)
     if args.command == "demo":
