@@ -30,7 +30,7 @@ from dagster_pipes import (
 )
 
 from gpu_ops.settings import profile_from_dict
-from gpu_ops.storage import Storage
+from gpu_ops.storage import open_storage
 
 
 def _pipes_io():
@@ -51,8 +51,7 @@ def run(pipes: PipesContext) -> dict:
     profile = profile_from_dict(extras["profile"])
     stage = extras["stage"]
     camera_id = extras["camera_id"]
-    endpoint = profile.storage.endpoint_url
-    output = Storage(extras["output_root"], endpoint_url=endpoint, region=profile.storage.region)
+    output = open_storage(extras["output_root"], profile.storage)
     device = profile.runner.device
     # Stages import their models lazily: a Stage 2 run with the label map never loads torch.
     if stage == "detect":
@@ -60,7 +59,7 @@ def run(pipes: PipesContext) -> dict:
         from gpu_ops.stage1 import run_stage1
 
         s1 = profile.pipeline.stage1
-        inputs = Storage(extras["input_root"], endpoint_url=endpoint, region=profile.storage.region).child(camera_id)
+        inputs = open_storage(extras["input_root"], profile.storage).child(camera_id)
         stats = run_stage1(
             camera_id=camera_id,
             input_storage=inputs,

@@ -29,7 +29,7 @@ from gpu_ops.classifier import taxon_columns, taxon_for_label
 from gpu_ops.classifier_speciesnet import check_geography
 from gpu_ops.cropper import crop_box
 from gpu_ops.stage1 import StageStats
-from gpu_ops.workstate import WorkState, signature, work_prefix
+from gpu_ops.workstate import WorkState, signature
 
 RESULT_SCHEMA = pa.schema(
     [
@@ -85,7 +85,7 @@ def stage2_signature(profile, places: list[dict] = ()) -> str:
 def stage2_state(output_storage, camera_id: str, profile) -> WorkState:
     """The camera's Stage 2 checkpoints under the current classifier and places."""
     places = camera_geography(output_storage, camera_id, profile)
-    return WorkState(output_storage, work_prefix("classify", stage2_signature(profile, places), camera_id))
+    return WorkState(output_storage, "classify", stage2_signature(profile, places), camera_id)
 
 
 def run_stage2(

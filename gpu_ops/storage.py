@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gpu_ops.fileio import atomic_write
+from gpu_ops.settings import HOME_REGION, StorageSettings
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class Storage:
             root = urlparse(root).path
         self.root = root.rstrip("/") if is_s3(root) else str(Path(root).expanduser().resolve())
         self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
-        self.region = region or os.environ.get("AWS_DEFAULT_REGION") or "eu-north-1"
+        self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or HOME_REGION
         self._s3 = None
 
     # -- addressing -----------------------------------------------------------------------------
@@ -214,3 +215,9 @@ class Storage:
 def _hidden(key: str) -> bool:
     # Temporary files of atomic writes and dot-files (.DS_Store, .dagster) are never data.
     return any(part.startswith(".") for part in PurePosixPath(key).parts)
+
+
+def open_storage(root: str, settings: StorageSettings | None = None) -> Storage:
+    """The one way to open storage from a profile: its endpoint and region (``profile.storage``)."""
+    settings = settings or StorageSettings()
+    return Storage(root, endpoint_url=settings.endpoint_url, region=settings.region)

@@ -34,11 +34,12 @@ def chunk_name(keys: list[str]) -> str:
 
 
 class WorkState:
-    """Reads and writes the chunk results and done markers of one stage for one camera."""
+    """Reads and writes the chunk results and done markers of one stage for one camera, under
+    ``work_prefix(stage, signature, camera_id)`` of the output storage."""
 
-    def __init__(self, storage, prefix: str):
+    def __init__(self, storage, stage: str, sig: str, camera_id: str):
         self.storage = storage
-        self.prefix = prefix
+        self.prefix = work_prefix(stage, sig, camera_id)
 
     def done(self) -> dict[str, str | None]:
         """key -> failure (None when it succeeded) for every key of a finished chunk."""

@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-DEFAULT_REGION = "eu-north-1"
+from gpu_ops.settings import HOME_REGION
+
 
 
 def region_name(region: str | None = None) -> str:
-    return region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+    return region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or HOME_REGION
 
 
 def aws_client(service: str, *, region: str | None = None, endpoint_url: str | None = None) -> Any:

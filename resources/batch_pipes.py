@@ -44,6 +44,7 @@ from dagster._core.pipes.client import PipesClientCompletedInvocation
 from dagster._core.pipes.utils import open_pipes_session
 from dagster_aws.pipes import PipesS3ContextInjector, PipesS3MessageReader
 
+from gpu_ops.settings import HOME_REGION
 from resources.aws import aws_client, batch_job_console_url
 from resources.batch_local import LocalBatchRunner
 from resources.batch_retry import FINAL_STATUSES
@@ -503,7 +504,7 @@ class PipesBatchClientResource(ConfigurableResource):
     ``ODINS_RAVNE_BATCH_RUNNER=local``), which is how the cloud path runs against moto.
     """
 
-    region: str = "eu-north-1"
+    region: str = HOME_REGION
     bucket: str | None = None
     key_prefix: str = "pipes/"
     fallback_job_queue: str | None = None

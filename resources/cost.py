@@ -28,6 +28,7 @@ from dagster import ConfigurableResource
 
 from gpu_ops import schemas
 from gpu_ops.schemas import COSTS, TIMESTAMP
+from gpu_ops.settings import HOME_REGION, ON_DEMAND_PRICES, SPOT_PRICES
 from resources.aws import aws_client
 
 # Images per hour on one GPU from the team's benchmark sheet; used to project a run before it starts.
@@ -235,10 +236,10 @@ class CostResource(ConfigurableResource):
     answers, its actual spend this month is what the guard subtracts, else the ``costs`` table's sum.
     """
 
-    region: str = "eu-north-1"
+    region: str = HOME_REGION
     monthly_budget_usd: float = 1000.0
-    on_demand_prices: dict = {"g4dn.xlarge": 0.526, "g4dn.2xlarge": 0.752, "p3.2xlarge": 3.06}
-    spot_prices: dict = {"g4dn.xlarge": 0.158, "g4dn.2xlarge": 0.226, "p3.2xlarge": 0.918}
+    on_demand_prices: dict = ON_DEMAND_PRICES
+    spot_prices: dict = SPOT_PRICES
     live_spot_prices: bool = True
     budget_name: str | None = "odins-ravne-monthly"
     cloudwatch_metrics: bool = False

@@ -8,7 +8,7 @@ from dagster import ConfigurableResource
 
 from gpu_ops.settings import Profile
 from resources.profiles import load_profile
-from gpu_ops.storage import Storage
+from gpu_ops.storage import Storage, open_storage
 
 
 class PipelineResource(ConfigurableResource):
@@ -26,17 +26,14 @@ class PipelineResource(ConfigurableResource):
     def settings(self) -> Profile:
         return load_profile(self.profile)
 
-    def _storage(self, root: str) -> Storage:
-        s = self.settings.storage
-        return Storage(root, endpoint_url=s.endpoint_url, region=s.region)
-
-    @property
+    # One Storage per root and resource: its boto3 client is made once, not per asset call.
+    @cached_property
     def input(self) -> Storage:
-        return self._storage(self.input_root)
+        return open_storage(self.input_root, self.settings.storage)
 
-    @property
+    @cached_property
     def output(self) -> Storage:
-        return self._storage(self.output_root)
+        return open_storage(self.output_root, self.settings.storage)
 
     def camera_input(self, camera_id: str) -> Storage:
         return self.input.child(camera_id)

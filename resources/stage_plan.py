@@ -24,7 +24,7 @@ import math
 from typing import Any, Mapping, Sequence
 
 from gpu_ops import schemas
-from gpu_ops.workstate import WorkState, work_prefix
+from gpu_ops.workstate import WorkState
 from resources.batch_pipes import PipesBatchClient, batch_job_name
 from resources.batch_retry import retry_strategy_from_profile
 from resources.cost import CostResource
@@ -70,7 +70,7 @@ def pending_detect_keys(output: Any, profile: Any, camera_id: str) -> list[str]:
     manifest = output.read_parquet(schemas.camera_prefix("media", camera_id))
     if manifest is None:
         raise FileNotFoundError(f"camera '{camera_id}' has no media manifest under {output.uri('media')}: materialize raw_images for it first")
-    state = WorkState(output, work_prefix("detect", stage1_signature(profile)[0], camera_id))
+    state = WorkState(output, "detect", stage1_signature(profile)[0], camera_id)
     return [m["sha256"] for m in pending_media(manifest, state.done())]
 
 

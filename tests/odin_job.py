@@ -20,7 +20,7 @@ import boto3
 import pyarrow as pa
 from dagster_pipes import PipesS3ContextLoader, PipesS3MessageWriter, open_dagster_pipes
 
-from gpu_ops.workstate import WorkState, work_prefix
+from gpu_ops.workstate import WorkState
 from gpu_ops.storage import Storage
 
 
@@ -42,7 +42,7 @@ def main() -> int:
         # The production shard contract (resources.stage_plan.shard_extras): shard=[index, count], shard_keys.
         index = (extras.get("shard") or [0, 1])[0]
         shard_keys = extras.get("shard_keys", [])
-        state = WorkState(Storage(extras["out"]), work_prefix("detect", "testsig", extras["camera_id"]))
+        state = WorkState(Storage(extras["out"]), "detect", "testsig", extras["camera_id"])
         done = state.done()
         todo = [k for k in shard_keys if k not in done]
         chunk = int(extras.get("chunk", 2))

@@ -90,12 +90,12 @@ def infra_teardown(*, profile: str = "cloud", stack_name: str = "odins-ravne", f
 def cost_report(*, output_root: str, profile: str = "cloud", by: str = "camera_id", echo: Echo = print) -> int:
     from resources.cost import COSTS, CostResource, report_rows, summarize
     from resources.profiles import load_profile
-    from gpu_ops.storage import Storage
+    from gpu_ops.storage import open_storage
 
     if by not in ("camera_id", "run_id", "stage", "capacity"):
         return error(f"--by {by!r}: use camera_id, run_id, stage or capacity")
     settings = load_profile(profile)
-    output = Storage(output_root, endpoint_url=settings.storage.endpoint_url, region=settings.storage.region)
+    output = open_storage(output_root, settings.storage)
     resource = CostResource.from_profile(settings)
     costs = resource.read_costs(output)
     if costs is None or costs.num_rows == 0:

@@ -10,11 +10,11 @@ from odins_ravne_assets.cli.process import ensure_dagster_home, process, profile
 
 
 def query_command(sql: str, output_root: str) -> int:
-    from gpu_ops.storage import Storage
+    from gpu_ops.storage import open_storage
     from resources.stage3 import query
 
     try:
-        headers, rows = query(Storage(output_root), sql)
+        headers, rows = query(open_storage(output_root), sql)
     except FileNotFoundError as err:
         return error(str(err))
     except Exception as err:  # a SQL mistake: say it plainly, no traceback
@@ -35,7 +35,7 @@ def _output_tables(output) -> dict:
 
 def export_command(kind: str, output_root: str, dest: str, *, camera_id: str | None = None, profile: str | None = None) -> int:
     """Write a Camtrap DP package or a MegaDetector batch output file from what `process` wrote."""
-    from gpu_ops.storage import Storage
+    from gpu_ops.storage import open_storage
     from odins_ravne_assets.hugin.camtrap_dp_export import export_camtrap_dp, validate_camtrap_dp
     from odins_ravne_assets.hugin.deployments import apply_clock_offsets
     from odins_ravne_assets.hugin.megadetector_export import export_megadetector
@@ -43,7 +43,7 @@ def export_command(kind: str, output_root: str, dest: str, *, camera_id: str | N
 
     settings = load_profile(profile)
     try:
-        t = _output_tables(Storage(output_root, endpoint_url=settings.storage.endpoint_url))
+        t = _output_tables(open_storage(output_root, settings.storage))
     except FileNotFoundError as err:
         return error(str(err))
     if kind == "megadetector":
@@ -69,7 +69,7 @@ def export_command(kind: str, output_root: str, dest: str, *, camera_id: str | N
 
 def import_command(json_path: str, input_root: str, output_root: str, camera_id: str, *, profile: str | None = None) -> int:
     """Join a MegaDetector batch output file at Stage 2: its media are not detected again."""
-    from gpu_ops.storage import Storage
+    from gpu_ops.storage import open_storage
     from odins_ravne_assets.munin.imports import import_megadetector
     from odins_ravne_assets.partitions import InvalidCameraId, validate_camera_id
     from resources.profiles import load_profile
@@ -95,7 +95,7 @@ def import_command(json_path: str, input_root: str, output_root: str, camera_id:
     if not manifest_run.success:
         print(f"error: could not build the media manifest of camera {camera_id}; see the Dagster UI", file=sys.stderr)
         return 1
-    output = Storage(output_root, endpoint_url=settings.storage.endpoint_url)
+    output = open_storage(output_root, settings.storage)
     try:
         done = import_megadetector(output, camera_id, json_path, settings)
     except (ValueError, FileNotFoundError) as err:

@@ -17,7 +17,7 @@ from gpu_ops import schemas
 from gpu_ops.megadetector_format import detection_id
 from gpu_ops.stage1 import pending_media, stage1_signature
 from gpu_ops.stage2 import LABEL_COLUMNS, stage2_state
-from gpu_ops.workstate import WorkState, work_prefix
+from gpu_ops.workstate import WorkState
 
 
 def _first_file_per_content(manifest: pa.Table) -> dict[str, dict]:
@@ -29,7 +29,7 @@ def _first_file_per_content(manifest: pa.Table) -> dict[str, dict]:
 
 
 def stage1_state(output, camera_id: str, profile) -> WorkState:
-    return WorkState(output, work_prefix("detect", stage1_signature(profile)[0], camera_id))
+    return WorkState(output, "detect", stage1_signature(profile)[0], camera_id)
 
 
 def stage1_pending(output, camera_id: str, profile) -> int:

@@ -21,7 +21,7 @@ from dagster import asset, materialize
 
 from odin_support import JOB_DEFINITION, ONDEMAND_QUEUE, SPOT_QUEUE, client, make_batch, moto_batch_without_docker, moto_endpoint, moto_reset  # noqa: F401
 from gpu_ops.storage import Storage
-from gpu_ops.workstate import WorkState, work_prefix
+from gpu_ops.workstate import WorkState
 from resources.batch_local import LocalBatchRunner
 from resources.batch_pipes import PipesBatchClient
 from resources.batch_retry import evaluate_on_exit, retry_strategy
@@ -184,7 +184,7 @@ def test_shard_killed_halfway_resumes_without_redoing_finished_work(batch, tmp_p
     outcome, result = run_asset(make_client(), no_retry, shard_extras(keys, 2), extras)
     assert not result.success
     assert "1 of 3 Batch job(s) failed" in outcome["error"] and "shard 1 job" in outcome["error"]
-    state = WorkState(Storage(str(out)), work_prefix("detect", "testsig", "cam01"))
+    state = WorkState(Storage(str(out)), "detect", "testsig", "cam01")
     left = [k for k in keys if k not in state.done()]
     assert left == ["sha03"]  # shard 1 committed sha02 before it died; shards 0 and 2 finished
     # Re-run: only the unfinished key is sharded and launched.
