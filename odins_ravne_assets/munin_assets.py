@@ -31,6 +31,7 @@ from odins_ravne_assets.munin.ingest import build_manifest
 from odins_ravne_assets.munin.preview import contact_sheet, markdown_image
 from odins_ravne_assets.munin.publish import detections_table, species_table, stage1_pending, stage2_pending
 from odins_ravne_assets.partitions import cameras, validate_camera_id
+from resources.lease import camera_lease, holder_name
 from resources.pipeline import PipelineResource
 from resources.runner import GpuStageRunner
 
@@ -49,6 +50,12 @@ def markdown_table(rows: list[dict], limit: int = 50) -> str:
 
 def _camera(context: AssetExecutionContext) -> str:
     return validate_camera_id(context.partition_key)
+
+
+def _gpu_lease(context: AssetExecutionContext, pipeline: PipelineResource, camera_id: str):
+    """The camera's lease around deciding what is pending and running the GPU stage: a second run of
+    the camera waits, then finds the work checkpointed (resources.lease says why it waits)."""
+    return camera_lease(pipeline.output, camera_id, holder=holder_name(context.run_id), log=context.log.warning)
 
 
 @asset(
@@ -76,6 +83,7 @@ def raw_images(context: AssetExecutionContext, pipeline: PipelineResource):
         progress=progress,
         burst_gap_s=bursts.max_gap_s,
         burst_max_frames=bursts.max_frames,
+        warn=context.log.warning,
     )
     path = pipeline.output.write_parquet(schemas.camera_key("media", camera_id), manifest)
     failed = manifest.filter(pc.equal(manifest["status"], "failed")).select(["file_path", "failure"])
@@ -107,13 +115,14 @@ def raw_images(context: AssetExecutionContext, pipeline: PipelineResource):
 )
 def detections(context: AssetExecutionContext, pipeline: PipelineResource, gpu_runner: GpuStageRunner):
     camera_id = _camera(context)
-    pending = stage1_pending(pipeline.output, camera_id, pipeline.settings)
-    stats = {}
-    if pending:  # a GPU job costs a cold start (and money on Batch): launch one only for real work
-        context.log.info(f"camera {camera_id}: {pending} media to detect")
-        stats = gpu_runner.run(context, stage="detect", camera_id=camera_id, pipeline=pipeline)
-    else:
-        context.log.info(f"camera {camera_id}: every media already detected with this model; no GPU job")
+    with _gpu_lease(context, pipeline, camera_id):
+        pending = stage1_pending(pipeline.output, camera_id, pipeline.settings)
+        stats = {}
+        if pending:  # a GPU job costs a cold start (and money on Batch): launch one only for real work
+            context.log.info(f"camera {camera_id}: {pending} media to detect")
+            stats = gpu_runner.run(context, stage="detect", camera_id=camera_id, pipeline=pipeline)
+        else:
+            context.log.info(f"camera {camera_id}: every media already detected with this model; no GPU job")
     table, _, failures = detections_table(pipeline.output, camera_id, pipeline.settings)
     path = pipeline.output.write_parquet(schemas.camera_key("detections", camera_id), table)
     by_label = Counter(zip(table.column("category").to_pylist(), table.column("label").to_pylist()))
@@ -210,13 +219,14 @@ def _recut_missing_crops(camera_id: str, table: pa.Table, output, camera_input, 
 )
 def species_labels(context: AssetExecutionContext, pipeline: PipelineResource, gpu_runner: GpuStageRunner) -> MaterializeResult:
     camera_id = _camera(context)
-    pending = stage2_pending(pipeline.output, camera_id, pipeline.settings)
-    stats = {}
-    if pending:
-        context.log.info(f"camera {camera_id}: {pending} crops to classify")
-        stats = gpu_runner.run(context, stage="classify", camera_id=camera_id, pipeline=pipeline)
-    else:
-        context.log.info(f"camera {camera_id}: every crop already labelled; no GPU job")
+    with _gpu_lease(context, pipeline, camera_id):
+        pending = stage2_pending(pipeline.output, camera_id, pipeline.settings)
+        stats = {}
+        if pending:
+            context.log.info(f"camera {camera_id}: {pending} crops to classify")
+            stats = gpu_runner.run(context, stage="classify", camera_id=camera_id, pipeline=pipeline)
+        else:
+            context.log.info(f"camera {camera_id}: every crop already labelled; no GPU job")
     table = species_table(pipeline.output, camera_id, pipeline.settings)
     path = pipeline.output.write_parquet(schemas.camera_key("species_labels", camera_id), table)
     by_species = Counter(zip(table.column("species").to_pylist(), table.column("scientific_name").to_pylist()))

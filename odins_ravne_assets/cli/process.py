@@ -4,13 +4,23 @@
 ($DAGSTER_HOME, default ``~/.odins_ravne/dagster_home``) and materializes every asset for them in
 process, so each run also shows up in the Dagster UI opened on the same instance. The profile picks
 the Definitions (which runner the GPU stages use); the input and output roots are the runs' config.
+
+Ctrl-C or SIGTERM stops the whole command, not just the camera it is on: the GPU stage gets SIGINT,
+the command says where it stopped and exits 130 (SIGINT) or 143 (SIGTERM); what finished is
+checkpointed, and the same command resumes it. A failed step prints one line (what failed and why),
+not Dagster's traceback; a full or read-only output stops the command at the first camera.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import re
 import shutil
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -19,8 +29,11 @@ from odins_ravne_assets.cli.console import error, format_table
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_HOME = Path("~/.odins_ravne/dagster_home").expanduser()
-# The bar is the progress display; Dagster's own console lines would tear it apart.
-QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+# The bar is the progress display; Dagster's own console lines would tear it apart, and a failed step
+# is reported as one line by the command itself (failure_lines), the traceback stays in the UI.
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+# A failure of the output itself: every later camera would fail the same way.
+OUTPUT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT}
 
 SUMMARY_SQL = """
 SELECT m.camera_id,
@@ -64,11 +77,14 @@ def profile_name(profile: str | None) -> str:
 
 def process(input_root: str, output_root: str, *, camera_ids: list[str] | None = None, profile: str | None = None, quiet: bool = False) -> int:
     """Materialize every asset for the cameras under ``input_root``; returns the exit code."""
-    from gpu_ops.storage import Storage
+    from gpu_ops.storage import open_storage
     from resources.profiles import load_profile
 
     profile = profile_name(profile)
     settings = load_profile(profile)  # fail early on a bad profile, before any run starts
+    problem = unusable_roots(input_root, output_root)
+    if problem:
+        return error(problem)
     ensure_dagster_home()
     # Preview/beta notices of Dagster APIs are for developers, not for someone processing a camera.
     warnings.filterwarnings("ignore", module="dagster")
@@ -82,9 +98,14 @@ def process(input_root: str, output_root: str, *, camera_ids: list[str] | None =
     from odins_ravne_assets.jobs import CAMERA_ASSETS, PROJECT_ASSETS
     from odins_ravne_assets.partitions import InvalidCameraId, split_valid, validate_camera_id
     from odins_ravne_assets.progress import set_progress_callback
+    from resources.run_launcher import fail_orphaned_runs
 
-    storage = Storage(input_root, endpoint_url=settings.storage.endpoint_url, region=settings.storage.region)
-    folders = storage.top_level_folders()
+    storage = open_storage(input_root, settings.storage)
+    from odins_ravne_assets.munin.ingest import camera_folders
+
+    folders, output_folder = camera_folders(storage, open_storage(output_root, settings.storage))
+    if output_folder:
+        print(f"skipping folder {output_folder!r}: it is the output folder (--out), not a camera", file=sys.stderr)
     root = None if storage.is_s3 else storage.local_path()
     loose = sorted(p.name for p in root.iterdir() if p.is_file() and media_type_for(p.name)) if root and root.is_dir() else []
     if loose and not folders:
@@ -113,6 +134,10 @@ def process(input_root: str, output_root: str, *, camera_ids: list[str] | None =
         return error(f"no camera folders under {storage.root}: put each camera's media in its own folder")
 
     instance = DagsterInstance.get()
+    orphans = fail_orphaned_runs(instance)
+    if orphans:
+        print(f"marked {len(orphans)} run(s) failed whose process had died (killed or crashed): "
+              f"{', '.join(r[:8] for r in orphans)}", file=sys.stderr)
     known = set(instance.get_dynamic_partitions("cameras"))
     new = [c for c in found if c not in known]
     if new:
@@ -132,38 +157,136 @@ def process(input_root: str, output_root: str, *, camera_ids: list[str] | None =
 
     set_progress_callback(on_step)
     started = time.perf_counter()
-    failed_cameras = []
+    failed_cameras, finished = [], []
     config = run_config(input_root, output_root, profile)
     tags = {"odins-ravne/cli": "process"}
-    try:
-        for camera_id in found:
-            bar.set_description(f"camera {camera_id}")
-            result = camera_job.execute_in_process(
-                partition_key=camera_id, instance=instance, raise_on_error=False, run_config=config, tags=tags
-            )
-            if not result.success:
-                failed_cameras.append(camera_id)
-        bar.set_description("project (sites, Stage 3)")
-        project = project_job.execute_in_process(instance=instance, raise_on_error=False, run_config=config, tags=tags)
-    finally:
-        set_progress_callback(None)
-        bar.close()
+    project = current = None
+    with stop_on_signal() as stopped_by:
+        try:
+            for current in found:
+                bar.set_description(f"camera {current}")
+                result = camera_job.execute_in_process(
+                    partition_key=current, instance=instance, raise_on_error=False, run_config=config, tags=tags
+                )
+                if stopped_by():
+                    break
+                finished.append(current)
+                if not result.success:
+                    failed_cameras.append(current)
+                    lines = failure_lines(result)
+                    unwritable = [line for line in lines if output_errno(line) in OUTPUT_ERRNOS]
+                    if unwritable:
+                        return error(f"the output {output_root} cannot be written (camera {current}, {unwritable[0]}): "
+                                     "free space or choose another --out; finished work is checkpointed, run again to resume")
+                    bar.write("\n".join(f"error: camera {current}: {line}" for line in lines), file=sys.stderr)
+            else:
+                current = "project (sites, Stage 3)"
+                bar.set_description(current)
+                project = project_job.execute_in_process(instance=instance, raise_on_error=False, run_config=config, tags=tags)
+        except KeyboardInterrupt:
+            pass  # between runs; stopped_by says which signal
+        finally:
+            set_progress_callback(None)
+            bar.close()
+        signum = stopped_by()
+    if signum:
+        name = signal.Signals(signum).name
+        print(f"stopped by {name} during {'camera ' if current in found else ''}{current} "
+              f"({len(finished)} of {len(found)} camera(s) finished); finished work is checkpointed: "
+              "run the same command again to resume", file=sys.stderr)
+        return 128 + signum
     elapsed = time.perf_counter() - started
 
     from resources.stage3 import query
 
-    out = Storage(output_root, endpoint_url=settings.storage.endpoint_url, region=settings.storage.region)
+    out = open_storage(output_root, settings.storage)
     if project.success:
         headers, rows = query(out, SUMMARY_SQL)
         print()
         print(format_table(headers, rows))
     print(f"\n{len(found)} camera(s) in {elapsed:.1f}s; results in {out.root}")
     print(f"query them: odins-ravne query \"SELECT * FROM events\" --out {out.root}")
+    if not project.success:
+        print("\n".join(f"error: project: {line}" for line in failure_lines(project)), file=sys.stderr)
     if failed_cameras or not project.success:
         print(f"error: runs failed for {', '.join(failed_cameras) or 'the project assets'} "
               f"(steps: {', '.join(failed_steps)}); open the Dagster UI for the logs", file=sys.stderr)
         return 1
     return 0
+
+
+def unusable_roots(input_root: str, output_root: str) -> str | None:
+    """What is wrong with the input or output roots, in one line, before any run starts."""
+    from gpu_ops.storage import is_s3
+
+    if not is_s3(input_root) and Path(input_root).expanduser().is_file():
+        return (f"{input_root} is a file: give the folder that holds the camera folders "
+                "(or one camera's folder), e.g. odins-ravne process cards/ --out results/")
+    if is_s3(output_root):
+        return None
+    out = Path(output_root).expanduser()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        return f"cannot write to the output {output_root}: {err.strerror}: choose a writable folder with free space (--out)"
+    return None
+
+
+@contextlib.contextmanager
+def stop_on_signal():
+    """SIGTERM stops the command as Ctrl-C does; yields a function that says which of the two arrived.
+
+    Inside a run Dagster owns both signals (it turns them into an interrupt of the step, the run
+    fails and execute_in_process returns), so the signal number is read from a wakeup fd, which the
+    interpreter writes whatever Python handler is installed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: 0
+        return
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    os.set_blocking(write_end, False)
+    seen: list[int] = []
+
+    def stopped_by() -> int:
+        with contextlib.suppress(BlockingIOError):
+            seen.extend(b for b in os.read(read_end, 64) if b in (signal.SIGINT, signal.SIGTERM))
+        return seen[0] if seen else 0
+
+    previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield stopped_by
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.set_wakeup_fd(previous_fd)
+        os.close(read_end)
+        os.close(write_end)
+
+
+def failure_lines(result) -> list[str]:
+    """One line per failed step of a run (step: error class: message), the run's own error if none."""
+    lines = [f"{e.step_key} failed: {_first_line(e.step_failure_data.error)}" for e in result.all_events if e.is_step_failure]
+    if not lines:
+        lines = [f"failed: {_first_line(e.job_failure_data.error)}" for e in result.all_events
+                 if e.is_run_failure and e.job_failure_data and e.job_failure_data.error]
+    return lines or ["failed (open the Dagster UI for the logs)"]
+
+
+def _first_line(error) -> str:
+    """The user's error under Dagster's wrappers, as ``Class: first line of the message``."""
+    while error.cause is not None and error.cls_name.startswith("Dagster"):
+        error = error.cause
+    text = error.message.strip().split(": ", 1)[-1].splitlines()
+    return f"{error.cls_name}: {text[0] if text else ''}"
+
+
+def output_errno(line: str) -> int | None:
+    found = re.search(r"\[Errno (\d+)\]", line)
+    return int(found.group(1)) if found else None
 
 
 def demo(sample_dir: str, output_root: str) -> int:
