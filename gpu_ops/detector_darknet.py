@@ -52,6 +52,7 @@ class DarknetDetector(Detector):
     """The default YOLOv3-tiny COCO model on the torch, onnx or tensorrt backend."""
 
     pad_value = DARKNET_PAD_VALUE
+    input_size = 416  # what YOLOv3-tiny was trained at: the size it runs at unless the profile names another
 
     def __init__(self, weights_dir: Path, *, backend: str, device: str, image_size: int, conf_threshold: float, iou_threshold: float):
         super().__init__()

@@ -20,13 +20,24 @@ from gpu_ops.weights import fetch_default_weights
 
 log = logging.getLogger("gpu_ops")
 
+# The sizes models named by path were trained at: MegaDetector v5 at 1280, ultralytics' models at 640.
+MEGADETECTOR_V5_INPUT_SIZE = 1280
+ULTRALYTICS_INPUT_SIZE = 640
+
 _CACHE: dict[tuple, Detector] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def load_detector(model: str = "default", *, backend: str = "auto", device: str = "auto", image_size: int = 640,
+def load_detector(model: str = "default", *, backend: str = "auto", device: str = "auto", image_size: int | None = None,
                   conf_threshold: float = 0.05, iou_threshold: float = 0.45) -> Detector:
     """Load (once per process) and warm up a detector; see the module docstring for ``model``.
+
+    ``image_size`` None (decided): the model's own input size, the one it was trained at: 416 for
+    the default YOLOv3-tiny, a named release's ``input_size``, 1280 for a MegaDetector v5 file, 640
+    for an ultralytics file. It is a property of the model, not of where it runs, so the local and
+    the cloud profiles give the same answer on the same photo; a profile that sets
+    ``pipeline.stage1.image_size`` chooses another (not for a named release, which always runs at
+    its own).
 
     ``backend``: auto (on a GPU TensorRT, falling back to torch when the tensorrt package is
     missing; on the CPU ONNX Runtime for the default model, torch for MegaDetector's YOLOv5), torch,
@@ -57,6 +68,7 @@ def _build(model: str, backend: str, device: str, image_size: int, conf: float, 
     if model == "default":
         from gpu_ops.detector_darknet import DarknetDetector
 
+        options["image_size"] = image_size or DarknetDetector.input_size
         return DarknetDetector(fetch_default_weights(), backend=backend, **options)
     release = KNOWN_MODELS.get(model)
     if release is not None:
@@ -68,6 +80,7 @@ def _build(model: str, backend: str, device: str, image_size: int, conf: float, 
     if model.startswith("megadetector:"):
         from gpu_ops.detector_megadetector import load_megadetector
 
+        options["image_size"] = image_size or MEGADETECTOR_V5_INPUT_SIZE
         return load_megadetector(_existing(model.split(":", 1)[1], model), backend=backend, **options)
     path = _existing(model, model)
     if path.suffix.lower() not in (".pt", ".onnx", ".engine"):
@@ -77,6 +90,7 @@ def _build(model: str, backend: str, device: str, image_size: int, conf: float, 
         )
     from gpu_ops.detector_ultralytics import UltralyticsDetector
 
+    options["image_size"] = image_size or ULTRALYTICS_INPUT_SIZE
     return UltralyticsDetector(path, **options)
 
 

@@ -49,6 +49,7 @@ from PIL import Image
 
 from gpu_ops.cropper import crop_box, encode_jpeg, fit_within
 from gpu_ops.detector import Detection, Detector, Letterbox
+from gpu_ops.media import displayed_size, exif_orientation, upright
 
 log = logging.getLogger("gpu_ops")
 
@@ -85,8 +86,9 @@ class _Decoded:
     canvas: np.ndarray
     box: Letterbox
     size: tuple[int, int]  # the full image's width, height
-    image: Image.Image  # what was decoded: the full image, or a reduced one (see ``reduced``)
+    image: Image.Image  # what was decoded, upright: the full image, or a reduced one (see ``reduced``)
     data: bytes | None  # the encoded file, kept for a second decode when crops need more pixels
+    orientation: int  # the file's EXIF orientation, applied again to a second decode
     seconds: float
 
     @property
@@ -125,22 +127,29 @@ def _rgb(image: Image.Image) -> Image.Image:
 
 
 def decode_for_detection(source: Union[Source, Callable[[], Source]], detector: Detector, counters: _Counters | None = None) -> _Decoded:
-    """Read and decode one item at the smallest size the detector can use, and letterbox it."""
+    """Read and decode one item at the smallest size the detector can use, upright, and letterbox it.
+
+    The EXIF orientation is applied here, so the detector sees the photo as displayed and its
+    normalized boxes, and every crop, are in the displayed frame (the one ``media.width``/``height``
+    describe); a photo stored sideways would otherwise show its animal lying on its side.
+    """
     started = time.perf_counter()
     value = _read(source)
     data: bytes | None = None
     if isinstance(value, Image.Image):
-        image, size = _rgb(value), value.size
+        orientation = exif_orientation(value)
+        image, size = _rgb(upright(value, orientation)), displayed_size(value, orientation)
     else:
         data = value
         image = Image.open(io.BytesIO(data))
-        size = image.size
+        orientation = exif_orientation(image)
+        size = displayed_size(image, orientation)
         # The power-of-two reduction the detector's own letterbox applies to a full decode: same model input.
         _draft(image, 1 / detector.decode_reduction(*size))
-        image = _rgb(image)
+        image = _rgb(upright(image, orientation))
         image.load()
     canvas, box = detector.prepare(np.asarray(image))
-    decoded = _Decoded(canvas, box, size, image, data, time.perf_counter() - started)
+    decoded = _Decoded(canvas, box, size, image, data, orientation, time.perf_counter() - started)
     if counters is not None:
         full = int(data is not None and not decoded.reduced)
         counters.add(decode_seconds=decoded.seconds, reduced=int(decoded.reduced), full=full)
@@ -177,7 +186,7 @@ def cut_crops(decoded: _Decoded, detections: list[Detection], crop_min_conf: flo
             raise RuntimeError("no encoded bytes held to decode the image again for its crops")
         source = Image.open(io.BytesIO(decoded.data))
         _draft(source, needed)
-        source = _rgb(source)
+        source = _rgb(upright(source, decoded.orientation))
         source.load()
         decoded_again = True
     sx, sy = source.width / width, source.height / height

@@ -12,9 +12,11 @@ Decisions recorded here because the ``media`` schema depends on them:
   match the arrays ``load_image`` returns and the normalised boxes detected on them.
 - A decoded image larger than ``MAX_IMAGE_PIXELS`` is refused as a decompression bomb. Pillow's own
   guard is a process-wide setting that other code may change; ours does not depend on it.
-- The EXIF time is the camera's local clock as written, kept naive. Without one we fall back to the
-  file's modification time, in UTC (a file system has no camera clock, and UTC keeps the value the
-  same on every machine that reads the file).
+- The EXIF time is the camera's local clock as written, kept naive. Without one a local file's
+  modification time is recorded, in UTC (a file system has no camera clock, and UTC keeps the value
+  the same on every machine that reads the file), with ``timestamp_source = file_mtime``: Hugin treats
+  it as no capture time unless the profile opts in (``hugin.deployments`` says why). A file read
+  from object storage has no such time (S3's LastModified is the upload): its timestamp stays null.
 - A video's ``creation_time`` is kept as the container states it, also naive.
 """
 
@@ -32,7 +34,7 @@ from typing import Any
 
 import imageio_ffmpeg
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from gpu_ops import schemas
 from gpu_ops.fileio import sha256_file
@@ -83,11 +85,12 @@ def media_type_for(path: Path | str) -> str | None:
     return None
 
 
-def probe_media(path: Path, *, camera_id: str, file_path: str) -> dict[str, Any]:
+def probe_media(path: Path, *, camera_id: str, file_path: str, file_mtime: bool = True) -> dict[str, Any]:
     """One ``schemas.MEDIA`` row for the file at ``path``; bad input gives ``status="failed"``.
 
     ``file_path`` is the path relative to the camera folder that the row records (POSIX
-    separators); ``path`` is where the bytes are read from now.
+    separators); ``path`` is where the bytes are read from now. ``file_mtime=False`` says the file's
+    modification time is not the card's (a temporary copy of an S3 object), so it is never recorded.
     """
     path = Path(path)
     row: dict[str, Any] = {name: None for name in schemas.MEDIA.names}
@@ -110,7 +113,7 @@ def probe_media(path: Path, *, camera_id: str, file_path: str) -> dict[str, Any]
             row.update(_probe_image(path))
         else:
             row.update(_probe_video(path))
-        if row["timestamp"] is None:
+        if row["timestamp"] is None and file_mtime:
             row["timestamp"] = datetime.fromtimestamp(stat.st_mtime, timezone.utc).replace(tzinfo=None)
             row["timestamp_source"] = "file_mtime"
         row["status"] = "ok"
@@ -140,8 +143,7 @@ def load_image(path: Path, *, max_side: int | None = None) -> np.ndarray:
             # below only ever shrinks, from a much smaller decode.
             scale = max_side / max(width, height)
             img.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
-        upright = ImageOps.exif_transpose(img)
-        rgb = upright.convert("RGB")
+        rgb = upright(img, exif_orientation(img)).convert("RGB")
     if max_side is not None and max(rgb.size) > max_side:
         rgb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8)
@@ -185,6 +187,42 @@ def read_video_frames(
 
 class MediaError(ValueError):
     """A file that is not usable media; in ``probe_media`` the message becomes the ``failure``."""
+
+
+_TRANSPOSE_FOR_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def exif_orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1-8) of an opened image; 1 (upright) when absent or unreadable."""
+    try:
+        value = img.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block only costs us the metadata
+        return 1
+    return value if value in _TRANSPOSE_FOR_ORIENTATION else 1
+
+
+def displayed_size(img: Image.Image, orientation: int) -> tuple[int, int]:
+    """``(width, height)`` as displayed: swapped for the orientations that turn by 90 degrees."""
+    width, height = img.size
+    return (height, width) if orientation in _SWAPPING_ORIENTATIONS else (width, height)
+
+
+def upright(img: Image.Image, orientation: int) -> Image.Image:
+    """The pixels in the displayed orientation (the image itself when it is stored upright).
+
+    Every decode that feeds the detector, a crop or the motion model goes through this, so boxes
+    are always in the displayed frame that ``media.width``/``height`` describe.
+    """
+    method = _TRANSPOSE_FOR_ORIENTATION.get(orientation)
+    return img if method is None else img.transpose(method)
 
 
 def _mark_failed(row: dict[str, Any], reason: str) -> None:

@@ -80,7 +80,8 @@ class Stage1Settings:
     model: str = "default"  # default | path to .pt/.onnx/.engine | megadetector:/path/to/weights.pt
     backend: str = "auto"  # auto | torch | onnx | tensorrt
     batch_size: int = bounded(16, 1)
-    image_size: int = bounded(640, 32, 4096, step=32)  # the YOLO models' stride is 32
+    # None: the model's own input size (gpu_ops.detector_loader.load_detector); the YOLO stride is 32
+    image_size: int | None = bounded(None, 32, 4096, step=32)
     confidence_threshold: float = bounded(0.1, 0.0, 1.0)  # detections below are not written at all
     iou_threshold: float = bounded(0.45, 0.0, 1.0, above=True)
     decode_workers: int = bounded(2, 1)
@@ -117,6 +118,8 @@ class EventSettings:
     compression_window: float = bounded(10.0, 0.0, above=True)  # minutes between detections that still belong to one event
     min_confidence: float = bounded(0.3, 0.0, 1.0)
     per_camera: dict = field(default_factory=dict)  # camera_id -> {compression_window, min_confidence}
+    # A file's modification time counts as its capture time (hugin.deployments: off, it is the copy's time)
+    use_file_mtime: bool = False
 
 
 @dataclass(frozen=True)

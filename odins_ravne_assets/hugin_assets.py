@@ -64,7 +64,8 @@ def deployments(context: AssetExecutionContext, pipeline: PipelineResource) -> M
     camera_id = validate_camera_id(context.partition_key)
     output = pipeline.output
     media = output.read_parquet(schemas.camera_prefix("media", camera_id))
-    table = build_deployments(media, read_deployments(pipeline), camera_id=camera_id)
+    table = build_deployments(media, read_deployments(pipeline), camera_id=camera_id,
+                              use_file_mtime=pipeline.settings.pipeline.events.use_file_mtime)
     path = output.write_parquet(schemas.camera_key("deployments", camera_id), table)
     return MaterializeResult(
         metadata={
@@ -92,8 +93,8 @@ def condensed_reports(context: AssetExecutionContext, pipeline: PipelineResource
     media = output.read_parquet(schemas.camera_prefix("media", camera_id))
     camera_deployments = output.read_parquet(schemas.camera_prefix("deployments", camera_id), empty=schemas.DEPLOYMENTS)
     # Events are cut on the corrected clock: a camera 5 minutes slow must not split or merge visits.
-    media_fixed = apply_clock_offsets(media, camera_deployments)
-    detections_fixed = apply_clock_offsets(detections, camera_deployments)
+    media_fixed = apply_clock_offsets(media, camera_deployments, use_file_mtime=settings.use_file_mtime)
+    detections_fixed = apply_clock_offsets(detections, camera_deployments, media=media, use_file_mtime=settings.use_file_mtime)
     events = condense_events(
         labels,
         detections_fixed,
@@ -171,7 +172,8 @@ def reports(context: AssetExecutionContext, pipeline: PipelineResource) -> Mater
     media = output.read_parquet("media")
     deployments = output.read_parquet("deployments", empty=schemas.DEPLOYMENTS)
     clusters = output.read_parquet("clusters", empty=schemas.CLUSTERS)
-    sites, site_species = site_summary(events, clusters, trap_nights(deployments, media))
+    use_file_mtime = profile.pipeline.events.use_file_mtime
+    sites, site_species = site_summary(events, clusters, trap_nights(deployments, media, use_file_mtime=use_file_mtime))
     hidden = sensitive_cameras(events, profile.pipeline.sensitive_species)
     shown_clusters = generalize_locations(clusters, hidden)
     with tempfile.TemporaryDirectory() as tmp:

@@ -48,7 +48,9 @@ class Shots:
             self.detections.append({
                 "camera_id": self.camera_id, "detection_id": det_id, "file_path": path, "sha256": sha,
                 "frame_number": 0, "timestamp": ts, "category": category, "label": species, "conf": conf,
-                "bbox_x": 0.1, "bbox_y": 0.1, "bbox_w": 0.2, "bbox_h": 0.2, "source": "detector",
+                # each animal of a shot stands apart from the others, as distinct animals do
+                "bbox_x": 0.1 + 0.22 * (i % 4), "bbox_y": 0.1 + 0.3 * (i // 4 % 3), "bbox_w": 0.2, "bbox_h": 0.2,
+                "source": "detector",
                 "model": "test",
             })
             if species is not None and category == "animal":

@@ -25,9 +25,21 @@ admin1_region    first-level region within the country (``CA`` for California), 
 
 :func:`apply_clock_offsets` corrects the ``timestamp`` of any table with ``camera_id`` and ``timestamp``
 (media, detections) and flags what is still wrong, in a ``timestamp_issue`` column:
-``missing``, ``before_2000`` (a camera reset to its factory date), ``in_future`` (more than a day
-ahead of now), ``outside_deployment`` (before setup or after take-down). Rows are never dropped:
-analysts decide what to do with a flagged frame, and the flag travels with it.
+``missing``, ``file_mtime`` (no capture time in the file: the time is the file's modification time),
+``before_2000`` (a camera reset to its factory date), ``in_future`` (more than a day ahead of now),
+``outside_deployment`` (before setup or after take-down). Rows are never dropped: analysts decide
+what to do with a flagged frame, and the flag travels with it.
+
+A capture time is only ever a capture time (decided). The EXIF time and a video's creation time are
+capture times. A file's modification time is not: on a card copied without keeping times it is the
+copy's time, and on S3 the object's LastModified is the upload (``munin.ingest`` never records it).
+A local file without a capture time keeps its modification time in ``media.timestamp`` with
+``timestamp_source = file_mtime`` so an analyst can see it, but it is flagged ``file_mtime`` and
+counts as no time at all: it places no event in time and stretches no deployment's effort, unless
+the profile opts in with ``pipeline.events.use_file_mtime: true`` (for cards copied with their
+times kept, where the modification time is the moment the camera wrote the photo). Implausible
+times (``before_2000``, ``in_future``) never count as effort and never become an event's start
+(see :mod:`odins_ravne_assets.hugin.events`).
 """
 
 from __future__ import annotations
@@ -52,7 +64,10 @@ CSV_COLUMNS = ("camera_id", "deployment_id", "latitude", "longitude", "start", "
                "clock_offset_s", "camera_height_m", "bait", "habitat", "country", "admin1_region")
 BAIT_VALUES = ("none", "scent", "food", "visual", "acoustic", "other")
 EARLIEST_PLAUSIBLE = datetime(2000, 1, 1)
-TIMESTAMP_ISSUES = ("missing", "before_2000", "in_future", "outside_deployment")
+FUTURE_SLACK = timedelta(days=1)  # time zones and a camera clock a little fast are not "the future"
+TIMESTAMP_ISSUES = ("missing", "file_mtime", "before_2000", "in_future", "outside_deployment")
+NO_CAPTURE_TIME = frozenset({"missing", "file_mtime"})  # no capture time at all
+UNDATED = frozenset({"before_2000", "in_future"})  # a camera clock that counts, set to the wrong date
 
 
 class DeploymentsError(ValueError):
@@ -177,16 +192,30 @@ def _offset_name(value: str | None) -> str | None:
     return f"{'+' if minutes >= 0 else '-'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
-def deployments_from_media(media: pa.Table, *, now: datetime | None = None) -> pa.Table:
-    """One deployment per camera from its media: median GPS fix and first/last plausible timestamp."""
+def timestamp_plausibility(stamp: datetime | None, now: datetime | None = None) -> str | None:
+    """``missing``, ``before_2000``, ``in_future`` or None (plausible) for one camera time."""
+    if stamp is None:
+        return "missing"
+    if stamp < EARLIEST_PLAUSIBLE:
+        return "before_2000"
+    if stamp > (now or datetime.now(timezone.utc).replace(tzinfo=None)) + FUTURE_SLACK:
+        return "in_future"
+    return None
+
+
+def deployments_from_media(media: pa.Table, *, now: datetime | None = None, use_file_mtime: bool = False) -> pa.Table:
+    """One deployment per camera from its media: median GPS fix and first/last plausible capture time
+    (a file's modification time only with ``use_file_mtime``; see the module docstring)."""
     now = now or datetime.now(timezone.utc).replace(tzinfo=None)
     locations = {r["camera_id"]: r for r in camera_locations(media)}
     spans: dict[str, list[datetime]] = {c: [] for c in locations}
-    ok = media.filter(pc.fill_null(pc.equal(media["status"], "ok"), False)).select(["camera_id", "timestamp"])
+    columns = [c for c in ("camera_id", "timestamp", "timestamp_source") if c in media.column_names]
+    ok = media.filter(pc.fill_null(pc.equal(media["status"], "ok"), False)).select(columns)
     for row in ok.to_pylist():
-        t = row["timestamp"]
-        if t is not None and EARLIEST_PLAUSIBLE <= t <= now + timedelta(days=1):
-            spans[row["camera_id"]].append(t)
+        if row.get("timestamp_source") == "file_mtime" and not use_file_mtime:
+            continue
+        if timestamp_plausibility(row["timestamp"], now) is None:
+            spans[row["camera_id"]].append(row["timestamp"])
     rows = []
     for camera, loc in sorted(locations.items()):
         times = spans[camera]
@@ -202,7 +231,7 @@ def deployments_from_media(media: pa.Table, *, now: datetime | None = None) -> p
 
 def build_deployments(
     media: pa.Table, csv_table: pa.Table | None = None, *, camera_id: str | None = None,
-    now: datetime | None = None,
+    now: datetime | None = None, use_file_mtime: bool = False,
 ) -> pa.Table:
     """The deployments of every camera in ``media`` (and in the CSV): CSV rows where given, media-built
     rows otherwise. ``camera_id`` keeps one camera only (for a camera-partitioned asset).
@@ -214,7 +243,7 @@ def build_deployments(
         media = media.filter(pc.equal(media["camera_id"], camera_id))
         if csv_table is not None:
             csv_table = csv_table.filter(pc.equal(csv_table["camera_id"], camera_id))
-    from_media = {r["camera_id"]: r for r in deployments_from_media(media, now=now).to_pylist()}
+    from_media = {r["camera_id"]: r for r in deployments_from_media(media, now=now, use_file_mtime=use_file_mtime).to_pylist()}
     rows = []
     listed = set()
     for row in (csv_table.to_pylist() if csv_table is not None else []):
@@ -235,13 +264,20 @@ def build_deployments(
     return pa.Table.from_pylist(rows, schema=DEPLOYMENTS)
 
 
-def apply_clock_offsets(table: pa.Table, deployments: pa.Table, *, now: datetime | None = None) -> pa.Table:
+def apply_clock_offsets(
+    table: pa.Table, deployments: pa.Table, *, now: datetime | None = None, media: pa.Table | None = None,
+    use_file_mtime: bool = False,
+) -> pa.Table:
     """Correct ``timestamp`` by each deployment's clock offset and flag timestamp problems.
 
     Works on any table with ``camera_id`` and ``timestamp`` (media, detections). Returns the same rows
     in the same order with ``timestamp`` corrected and three columns appended: ``timestamp_camera``
     (the time as the camera wrote it), ``deployment_id`` and ``timestamp_issue`` (null when fine, else
     one of ``TIMESTAMP_ISSUES``). Select ``schemas.MEDIA.names`` to get back the plain contract table.
+
+    Where a time came from is the table's ``timestamp_source`` (media) or, for a table without one
+    (detections), that of its file in ``media``; a ``file_mtime`` time is flagged ``file_mtime``
+    unless ``use_file_mtime``.
 
     With several deployments for one camera, a row goes to the deployment whose window holds its
     corrected time; a row in no window goes to the nearest deployment and is flagged.
@@ -250,7 +286,7 @@ def apply_clock_offsets(table: pa.Table, deployments: pa.Table, *, now: datetime
         if column not in table.column_names:
             raise ValueError(f"table lacks column {column!r}: apply_clock_offsets needs camera_id and timestamp")
     now = now or datetime.now(timezone.utc).replace(tzinfo=None)
-    future_limit = now + timedelta(days=1)
+    sources = _timestamp_sources(table, media)
     by_camera: dict[str, list[dict[str, Any]]] = {}
     for dep in deployments.to_pylist():
         by_camera.setdefault(dep["camera_id"], []).append(dep)
@@ -258,14 +294,14 @@ def apply_clock_offsets(table: pa.Table, deployments: pa.Table, *, now: datetime
     cameras = table.column("camera_id").to_pylist()
     stamps = table.column("timestamp").to_pylist()
     corrected, deployment_ids, issues = [], [], []
-    for camera, stamp in zip(cameras, stamps):
+    for camera, stamp, source in zip(cameras, stamps, sources):
         deps = by_camera.get(camera, [])
         dep, fixed, issue = _place(stamp, deps)
-        # A clock reset or a wrong year says more than "outside the deployment": report that first.
-        if fixed is not None and fixed < EARLIEST_PLAUSIBLE:
-            issue = "before_2000"
-        elif fixed is not None and fixed > future_limit:
-            issue = "in_future"
+        # No capture time, a clock reset or a wrong year say more than "outside the deployment".
+        if stamp is not None and source == "file_mtime" and not use_file_mtime:
+            issue = "file_mtime"
+        elif fixed is not None:
+            issue = timestamp_plausibility(fixed, now) or issue
         corrected.append(fixed)
         deployment_ids.append(dep["deployment_id"] if dep else None)
         issues.append(issue)
@@ -282,6 +318,16 @@ def apply_clock_offsets(table: pa.Table, deployments: pa.Table, *, now: datetime
         else:
             out = out.append_column(name, array)
     return out
+
+
+def _timestamp_sources(table: pa.Table, media: pa.Table | None) -> list[str | None]:
+    if "timestamp_source" in table.column_names:
+        return table.column("timestamp_source").to_pylist()
+    if media is None or "file_path" not in table.column_names:
+        return [None] * table.num_rows
+    source_of = {(r["camera_id"], r["file_path"]): r["timestamp_source"]
+                 for r in media.select(["camera_id", "file_path", "timestamp_source"]).to_pylist()}
+    return [source_of.get(key) for key in zip(table.column("camera_id").to_pylist(), table.column("file_path").to_pylist())]
 
 
 def _place(stamp: datetime | None, deps: list[dict[str, Any]]):
@@ -308,17 +354,17 @@ def timestamp_issue_counts(flagged: pa.Table) -> dict[str, int]:
     return {issue: values.count(issue) for issue in TIMESTAMP_ISSUES if issue in values}
 
 
-def trap_nights(deployments: pa.Table, media: pa.Table | None = None) -> dict[str, float]:
+def trap_nights(deployments: pa.Table, media: pa.Table | None = None, *, use_file_mtime: bool = False) -> dict[str, float]:
     """Camera-days of effort per camera.
 
     From the deployment's start and end when both are known; otherwise from the span between the
-    first and last plausible media timestamp (which undercounts by up to a day at each end: it is what
-    the data can prove). Several deployments of one camera add up.
+    first and last plausible capture time of its media (which undercounts by up to a day at each end:
+    it is what the data can prove). Several deployments of one camera add up.
     """
     nights: dict[str, float] = {}
     spans: dict[str, tuple[datetime, datetime]] = {}
     if media is not None:
-        for row in deployments_from_media(media).to_pylist():
+        for row in deployments_from_media(media, use_file_mtime=use_file_mtime).to_pylist():
             if row["start"] is not None:
                 spans[row["camera_id"]] = (row["start"], row["end"])
     for dep in deployments.to_pylist():

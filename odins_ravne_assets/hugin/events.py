@@ -14,17 +14,38 @@ A camera trap fires bursts; analysts count *events* (a visit of one species), no
    burst of "elk" is one more elk. Species with a larger share stay separate events (a fox and a
    badger really can share a night).
 4. Per camera, category and (smoothed) species, a gap of more than ``window_minutes`` between
-   consecutive detections starts a new event. ``max_count`` is the largest number of detections of that
-   species in any one media frame (the largest simultaneous count, not a sum over the burst); a box
-   lying mostly inside a larger box of the same species in that frame is a part of that animal (small
-   detectors box a head as well as the whole animal) and is not counted again.
+   consecutive detections starts a new event. ``max_count`` is the largest number of *individuals* of
+   that species in any one media frame (the largest simultaneous count, not a sum over the burst).
 5. Blank events (optional, needs the media table): ok media with no detection kept in step 1 and no
    kept detection within ``window_minutes`` of them, grouped by the same gap rule.
 
-Null timestamps (decided): a detection whose media has no usable time cannot be placed in a sequence,
-and guessing one would merge unrelated visits. Each such media file becomes its own sequence (events
-with null ``start``/``end``), so the animal still counts in species lists and richness, while any
-time-based figure (activity by hour, trap-night rates) skips it.
+Counting individuals (decided; :func:`_individuals`): the boxes of one frame are merged into the
+animals they show before anything is counted. Motion finds what the detector missed, so a
+motion-only box (``source = motion``) stands for an animal only in a frame where the detector boxed
+nothing of its category; in a frame where it did, the motion box outlines a part of that animal
+(legs, a tail, its shadow, the edge the box left out) or the spot it just left, and was counted
+again once smoothing gave it the animal's species (the demo's horse, bear and elephant counted 2).
+Such boxes are dropped before smoothing: they neither vote nor count. (A second animal that the
+detector misses in every frame where it sees the first is missed by the count; motion is not
+evidence enough to tell it from the first animal's parts.) Of the remaining boxes of one species,
+two show the same individual when
+they overlap with IoU >= ``SAME_ANIMAL_IOU`` (a detector's duplicate boxes) or one lies mostly
+inside the other (``NESTED_SHARE``: a head boxed as well as the whole animal). Boxes of distinct
+animals in a herd overlap less than that (sheep side by side: IoU 0.14 on the demo).
+
+Times (decided): events are placed by the time in the ``timestamp_issue`` column that
+:func:`odins_ravne_assets.hugin.deployments.apply_clock_offsets` adds (computed here from the
+timestamps alone when the column is absent):
+
+- ``missing`` or ``file_mtime`` (a file's modification time is when it was copied, not when the
+  photo was taken): the media has no capture time. It cannot be placed in a sequence, and guessing
+  one would merge unrelated visits, so each such media file becomes its own sequence (events with
+  null ``start``/``end``): the animal still counts in species lists and richness, while every
+  time-based figure (activity by hour, first/last seen, trap-night rates) skips it.
+- ``before_2000`` or ``in_future`` (a clock reset to 1970, a wrong year): the camera clock still
+  counts seconds, so frames are grouped into events by it, but the event's ``start``/``end`` are
+  null: no 1970 reaches a site's first_seen or an activity plot.
+- ``outside_deployment``: a real capture time outside the recorded deployment, used as it is.
 
 Empty input returns an empty table with the ``EVENTS`` schema.
 """
@@ -41,7 +62,8 @@ import numpy as np
 import pyarrow as pa
 
 from gpu_ops import schemas
-from gpu_ops.boxes import share_inside
+from gpu_ops.boxes import iou, share_inside
+from odins_ravne_assets.hugin.deployments import NO_CAPTURE_TIME, UNDATED, timestamp_plausibility
 
 # Stage 2 does not always label people and vehicles; these are the names their events carry then.
 _DEFAULT_NAMES = {
@@ -59,7 +81,8 @@ class _Detection:
     detection_id: str
     file_path: str
     frame_number: int
-    timestamp: datetime | None
+    timestamp: datetime | None  # the camera's clock, what sequences are cut by; None when untimed
+    dated: bool  # the timestamp may be reported as a start/end (see "Times" in the module docstring)
     category: str
     species: str
     scientific_name: str | None
@@ -67,6 +90,7 @@ class _Detection:
     conf: float
     weight: float  # the vote in label smoothing: detector conf x classifier score
     bbox: tuple[float, float, float, float] | None = None  # normalized x, y, w, h when known
+    source: str = "detector"  # detector | motion | detector+motion
 
 
 def settings_for_camera(
@@ -110,6 +134,7 @@ def condense_events(
     per_camera: Mapping[str, Mapping[str, float]] | None = None,
     label_smoothing: float | None = 0.25,
     media: pa.Table | None = None,
+    now: datetime | None = None,
 ) -> pa.Table:
     """Condense one camera's detections into ``schemas.EVENTS`` rows.
 
@@ -120,7 +145,8 @@ def condense_events(
     ``per_camera`` overrides window / min_confidence per camera (see :func:`settings_for_camera`);
     ``label_smoothing`` is the vote share below which a minority species in a sequence is relabelled
     to the majority (``None`` or 0 turns smoothing off); ``media`` (``schemas.MEDIA``) adds blank
-    events for ok media in which nothing was kept.
+    events for ok media in which nothing was kept; ``now`` is when "in the future" begins for tables
+    without a ``timestamp_issue`` column (default: the current time).
     """
     _check_settings(window_minutes, min_confidence, where="the run")
     if label_smoothing is not None and not 0.0 <= label_smoothing < 0.5:
@@ -136,7 +162,9 @@ def condense_events(
         by_camera[row["camera_id"]].append(row)
     media_by_camera: dict[str, list[dict[str, Any]]] = defaultdict(list)
     if media is not None:
-        for row in media.select(["camera_id", "file_path", "timestamp", "status"]).to_pylist():
+        wanted = [c for c in ("camera_id", "file_path", "timestamp", "status", "timestamp_issue") if c in media.column_names]
+        for row in media.select(wanted).to_pylist():
+            row["timestamp"], row["dated"] = _placed_time(row, now)
             media_by_camera[row["camera_id"]].append(row)
 
     events: list[dict[str, Any]] = []
@@ -144,7 +172,7 @@ def condense_events(
         window, min_conf = settings_for_camera(
             camera_id, window_minutes=window_minutes, min_confidence=min_confidence, per_camera=per_camera
         )
-        kept = _kept_detections(by_camera.get(camera_id, []), labels, min_conf)
+        kept = _without_parts(_kept_detections(by_camera.get(camera_id, []), labels, min_conf, now))
         gap = timedelta(minutes=window)
         smoothed: list[_Detection] = []
         for category in ("animal", "person", "vehicle"):
@@ -176,8 +204,18 @@ def _labels_by_detection(species_labels: pa.Table) -> dict[tuple[str | None, str
     return {(row.get("camera_id"), row["detection_id"]): row for row in species_labels.select(wanted).to_pylist()}
 
 
+def _placed_time(row: Mapping[str, Any], now: datetime | None) -> tuple[datetime | None, bool]:
+    """(time to cut sequences by, whether it may be reported) for one detection or media row."""
+    stamp = row["timestamp"]
+    issue = row["timestamp_issue"] if "timestamp_issue" in row else timestamp_plausibility(stamp, now)
+    if stamp is None or issue in NO_CAPTURE_TIME:
+        return None, False
+    return stamp, issue not in UNDATED
+
+
 def _kept_detections(
-    rows: list[dict[str, Any]], labels: Mapping[tuple, Mapping[str, Any]], min_confidence: float
+    rows: list[dict[str, Any]], labels: Mapping[tuple, Mapping[str, Any]], min_confidence: float,
+    now: datetime | None = None,
 ) -> list[_Detection]:
     # Confidences are float32 in the tables: compare in float32 too, or a detection stored as 0.7
     # (0.69999999 in float32) would fall below a threshold of 0.7.
@@ -195,13 +233,15 @@ def _kept_detections(
             species, scientific = _DEFAULT_NAMES.get(category, (row.get("label") or category, None))
         score = label.get("score")
         weight = float(conf) * (float(score) if score is not None else 1.0)
+        timestamp, dated = _placed_time(row, now)
         kept.append(
             _Detection(
                 camera_id=row["camera_id"],
                 detection_id=row["detection_id"],
                 file_path=row.get("file_path") or "",
                 frame_number=int(row.get("frame_number") or 0),
-                timestamp=row["timestamp"],
+                timestamp=timestamp,
+                dated=dated,
                 category=category,
                 species=species,
                 scientific_name=scientific,
@@ -209,6 +249,7 @@ def _kept_detections(
                 conf=float(conf),
                 weight=weight,
                 bbox=_bbox(row),
+                source=row.get("source") or "detector",
             )
         )
     return kept
@@ -219,22 +260,42 @@ def _bbox(row: Mapping[str, Any]) -> tuple[float, float, float, float] | None:
     return None if any(v is None for v in values) else tuple(float(v) for v in values)
 
 
-# A box lying this much inside another box of the same species in the same frame is a part of that
-# animal (small detectors box a head or a flank as well as the whole animal): it is not counted.
+# Two boxes of one species in one frame show the same animal when they overlap this much (a detector's
+# duplicates: two boxes on one person had IoU 0.41 on the demo, animals side by side 0.14)...
+SAME_ANIMAL_IOU = 0.3
+# ...or when one lies this much inside the other (small detectors box a head as well as the animal).
 NESTED_SHARE = 0.7
 
 
+def _without_parts(detections: list[_Detection]) -> list[_Detection]:
+    """Drop motion-only boxes from frames where the detector boxed something of their category."""
+    drawn = {(d.file_path, d.frame_number, d.category) for d in detections if d.source != "motion"}
+    return [d for d in detections if d.source != "motion" or (d.file_path, d.frame_number, d.category) not in drawn]
+
+
 def _individuals(boxes: list[tuple[float, float, float, float] | None]) -> int:
-    """How many animals a frame's boxes of one species show: nested boxes count once."""
-    count = 0
-    for i, box in enumerate(boxes):
-        if box is None:
-            count += 1
-            continue
-        larger = [o for j, o in enumerate(boxes) if j != i and o is not None and o[2] * o[3] > box[2] * box[3]]
-        if all(share_inside(box, o) < NESTED_SHARE for o in larger):
-            count += 1
-    return count
+    """How many animals one frame's boxes of one species show (see the module docstring).
+
+    Boxes are joined into groups (a box joins every box it overlaps enough, transitively); each group
+    is one animal. A detection without a box cannot be merged and counts on its own.
+    """
+    parent = list(range(len(boxes)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, a in enumerate(boxes):
+        for j in range(i + 1, len(boxes)):
+            b = boxes[j]
+            if a is None or b is None:
+                continue
+            smaller, larger = (a, b) if a[2] * a[3] <= b[2] * b[3] else (b, a)
+            if iou(a, b) >= SAME_ANIMAL_IOU or share_inside(smaller, larger) >= NESTED_SHARE:
+                parent[root(i)] = root(j)
+    return len({root(i) for i in range(len(boxes))})
 
 
 def _sequences(detections: list[_Detection], gap: timedelta) -> list[list[_Detection]]:
@@ -295,7 +356,7 @@ def _events_from_detections(detections: list[_Detection], gap: timedelta) -> lis
             for d in run:
                 per_frame[(d.file_path, d.frame_number)].append(d.bbox)
             best = max(run, key=lambda d: (d.conf, d.crop_path is not None, -_ts(d), d.detection_id))
-            times = [d.timestamp for d in run if d.timestamp is not None]
+            times = [d.timestamp for d in run if d.dated]
             start = min(times) if times else None
             events.append(
                 {
@@ -347,7 +408,8 @@ def _blank_events(
     runs.extend([r] for r in sorted((r for r in blank if r["timestamp"] is None), key=lambda r: r["file_path"]))
     events = []
     for run in runs:
-        start = run[0]["timestamp"]
+        times = [r["timestamp"] for r in run if r["dated"]]
+        start = min(times) if times else None
         events.append(
             {
                 "camera_id": camera_id,
@@ -356,7 +418,7 @@ def _blank_events(
                 "species": None,
                 "scientific_name": None,
                 "start": start,
-                "end": run[-1]["timestamp"],
+                "end": max(times) if times else None,
                 "n_media": len(run),
                 "max_count": 0,
                 "best_conf": None,

@@ -12,7 +12,9 @@ Definitions (what analysts will ask about):
   compression window). Null when the site has no measured effort.
 - *species richness*: distinct animal species among the site's events (species as named by Stage 2;
   a class-level label such as ``bird`` counts as one).
-- Events without a start time count towards richness and event counts but not first/last seen.
+- Events without a start time count towards richness and event counts but not first/last seen;
+  nor does a start before 2000 or in the future (a reset camera clock: ``hugin.deployments``), which
+  events no longer carry but an older events table may.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Mapping
 import pyarrow as pa
 
 from odins_ravne_assets.hugin.clusters import site_centre
+from odins_ravne_assets.hugin.deployments import timestamp_plausibility
 
 SITES = pa.schema(
     [
@@ -91,7 +94,7 @@ def site_summary(
     }
     species_rows = []
     for (site, species), evs in sorted(per_species.items()):
-        times = [e["start"] for e in evs if e["start"] is not None]
+        times = [e["start"] for e in evs if timestamp_plausibility(e["start"]) is None]
         nights = effort.get(site, 0.0)
         species_rows.append({
             "site_id": site,

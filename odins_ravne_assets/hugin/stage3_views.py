@@ -6,7 +6,7 @@ The Stage 3 builder first creates the contract views (``media``, ``detections``,
 
 - ``deployments``: the deployments table written by the deployments asset (``hugin.deployments``
   layout) when there is one, else one deployment per camera derived from its media, in the same
-  columns (so queries do not care which).
+  columns (so queries do not care which), from plausible capture times only (no file times).
 - ``observations``: what an analyst counts, one row per detection (``level = 'media'``, with its
   species label and box) and one per event (``level = 'event'``), with the camera's site.
 - ``sites``: one row per site: cameras, centre, trap-nights, animal events, species richness,
@@ -30,9 +30,11 @@ SELECT
     camera_id AS deployment_id,
     median(latitude) FILTER (WHERE status = 'ok' AND gps_status = 'ok') AS latitude,
     median(longitude) FILTER (WHERE status = 'ok' AND gps_status = 'ok') AS longitude,
-    min("timestamp") FILTER (WHERE status = 'ok' AND "timestamp" >= TIMESTAMP '2000-01-01'
+    min("timestamp") FILTER (WHERE status = 'ok' AND timestamp_source IS DISTINCT FROM 'file_mtime'
+                             AND "timestamp" >= TIMESTAMP '2000-01-01'
                              AND "timestamp" <= now()::TIMESTAMP + INTERVAL 1 DAY) AS "start",
-    max("timestamp") FILTER (WHERE status = 'ok' AND "timestamp" >= TIMESTAMP '2000-01-01'
+    max("timestamp") FILTER (WHERE status = 'ok' AND timestamp_source IS DISTINCT FROM 'file_mtime'
+                             AND "timestamp" >= TIMESTAMP '2000-01-01'
                              AND "timestamp" <= now()::TIMESTAMP + INTERVAL 1 DAY) AS "end",
     NULL::VARCHAR AS timezone,
     0.0::DOUBLE AS clock_offset_s,

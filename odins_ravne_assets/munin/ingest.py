@@ -58,9 +58,9 @@ def build_manifest(
 
     def probe(info):
         with camera_storage.local_copy(info.key) as path:
-            if camera_storage.is_s3:  # the temporary copy's own time means nothing
-                os.utime(path, (info.mtime, info.mtime))
-            row = probe_media(path, camera_id=camera_id, file_path=info.key)
+            # An S3 object's LastModified is when it was uploaded, not when the photo was taken, and
+            # the temporary copy's own time means nothing: neither may become a capture time.
+            row = probe_media(path, camera_id=camera_id, file_path=info.key, file_mtime=not camera_storage.is_s3)
             sequence = read_maker_sequence(path) if row["status"] == "ok" and row["media_type"] == "image" else None
         if sequence is not None:
             row.update(maker_sequence=sequence.index, maker_sequence_length=sequence.length, maker_event=sequence.event)
