@@ -135,7 +135,7 @@ def test_a_failing_model_fails_only_the_bad_item(detector, big_jpegs):
         """Wraps the real detector; refuses any batch that holds a tiny image."""
 
         image_size, max_batch, name = detector.image_size, None, "picky"
-        prepare = detector.prepare
+        prepare, decode_reduction = detector.prepare, detector.decode_reduction
 
         def detect_prepared(self, canvases, boxes):
             if any(box.width < 100 for box in boxes):
