@@ -18,6 +18,14 @@ Decisions recorded here because the ``media`` schema depends on them:
   it as no capture time unless the profile opts in (``hugin.deployments`` says why). A file read
   from object storage has no such time (S3's LastModified is the upload): its timestamp stays null.
 - A video's ``creation_time`` is kept as the container states it, also naive.
+- A video's ``frame_rate`` is the stream's nominal rate as ffmpeg reports it; a video without one
+  fails at ingest (its frames could not be placed in time, and Stage 1 could not sample them).
+
+Failures are final only when they are a property of the file. Reading the bytes (a local read, an
+S3 GET) can fail for reasons that clear up: :func:`read_retrying` retries those with backoff and,
+when they persist, raises :class:`MediaReadError`, which is never the file's final failure: Stage 1
+does not commit such a file, a probe records it without ``bytes`` so that the probe cache never
+reuses it, and the next run tries the file again.
 """
 
 from __future__ import annotations
@@ -26,13 +34,15 @@ import math
 import re
 import subprocess
 import sys
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import imageio_ffmpeg
+from botocore.exceptions import BotoCoreError, ClientError
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
@@ -49,6 +59,12 @@ MAX_IMAGE_PIXELS = 150_000_000
 
 # Decoding a whole video to count frames is bounded: a camera-trap clip takes seconds.
 VIDEO_PROBE_TIMEOUT_S = 600.0
+
+# A read that fails is tried this many times in all, waiting READ_BACKOFF_S, then twice that, ...
+# between tries: enough to ride out a network blip or a card being remounted, short enough that a
+# file that stays unreadable costs seconds, not minutes.
+READ_ATTEMPTS = 3
+READ_BACKOFF_S = 0.5
 
 
 _EXIF_TIME_TAGS = (
@@ -88,25 +104,21 @@ def media_type_for(path: Path | str) -> str | None:
 def probe_media(path: Path, *, camera_id: str, file_path: str, file_mtime: bool = True) -> dict[str, Any]:
     """One ``schemas.MEDIA`` row for the file at ``path``; bad input gives ``status="failed"``.
 
+    A file that cannot be read (see the module docstring) is a failed row too, but one with no
+    ``bytes``: it says what happened this run and is never reused as the file's result.
+
     ``file_path`` is the path relative to the camera folder that the row records (POSIX
     separators); ``path`` is where the bytes are read from now. ``file_mtime=False`` says the file's
     modification time is not the card's (a temporary copy of an S3 object), so it is never recorded.
     """
     path = Path(path)
-    row: dict[str, Any] = {name: None for name in schemas.MEDIA.names}
-    row.update(
-        camera_id=camera_id,
-        file_path=file_path,
-        media_type=media_type_for(path),
-        timestamp_source="none",
-        gps_status="missing",
-    )
+    row = _blank_row(camera_id, file_path, media_type_for(path))
     try:
         if row["media_type"] is None:
             raise MediaError(f"'{path.suffix}' is not an image or video extension")
-        stat = path.stat()
+        stat = read_retrying(path.stat, file_path)
         row["bytes"] = stat.st_size
-        row["sha256"] = sha256_file(path)
+        row["sha256"] = read_retrying(lambda: sha256_file(path), file_path)
         if stat.st_size == 0:
             raise MediaError("empty file (0 bytes)")
         if row["media_type"] == "image":
@@ -117,12 +129,28 @@ def probe_media(path: Path, *, camera_id: str, file_path: str, file_mtime: bool 
             row["timestamp"] = datetime.fromtimestamp(stat.st_mtime, timezone.utc).replace(tzinfo=None)
             row["timestamp_source"] = "file_mtime"
         row["status"] = "ok"
+    except MediaReadError as exc:
+        return unread_row(camera_id, file_path, row["media_type"], exc)
     except MediaError as exc:
         _mark_failed(row, str(exc))
     except MemoryError:
         _mark_failed(row, "ran out of memory decoding the file")
     except Exception as exc:  # noqa: BLE001 - any decoder error is a property of the file
         _mark_failed(row, f"{type(exc).__name__}: {exc}")
+    return row
+
+
+def _blank_row(camera_id: str, file_path: str, media_type: str | None) -> dict[str, Any]:
+    row: dict[str, Any] = {name: None for name in schemas.MEDIA.names}
+    row.update(camera_id=camera_id, file_path=file_path, media_type=media_type, timestamp_source="none", gps_status="missing")
+    return row
+
+
+def unread_row(camera_id: str, file_path: str, media_type: str | None, err: MediaReadError) -> dict[str, Any]:
+    """The media row of a file whose bytes could not be read this run: failed, without ``bytes``
+    (the size the probe cache compares), so the next run probes it again."""
+    row = _blank_row(camera_id, file_path, media_type)
+    _mark_failed(row, str(err))
     return row
 
 
@@ -225,6 +253,41 @@ def upright(img: Image.Image, orientation: int) -> Image.Image:
     return img if method is None else img.transpose(method)
 
 
+class MediaReadError(Exception):
+    """The file's bytes could not be read (I/O, S3, a timeout), even after retries.
+
+    Not a property of the file: it is never recorded as the media's failure, so the next run tries again.
+    """
+
+
+T = TypeVar("T")
+
+
+def is_read_error(err: BaseException) -> bool:
+    """Whether ``err`` is an error of reading (that may clear up), not of the file's contents.
+
+    OSError covers local I/O, permissions, a vanished file and socket timeouts; botocore's errors
+    cover S3 (a missing key, throttling, connection and read timeouts). Call it only around reads:
+    Pillow reports corrupt data as OSError too.
+    """
+    return isinstance(err, (OSError, BotoCoreError, ClientError))
+
+
+def read_retrying(read: Callable[[], T], what: str, *, attempts: int | None = None, backoff_s: float | None = None) -> T:
+    """``read()``, tried again with exponential backoff on read errors; then :class:`MediaReadError`."""
+    attempts = attempts or READ_ATTEMPTS
+    backoff_s = READ_BACKOFF_S if backoff_s is None else backoff_s
+    for attempt in range(attempts):
+        try:
+            return read()
+        except Exception as err:  # noqa: BLE001 - only read errors are retried, the rest re-raised
+            if not is_read_error(err):
+                raise
+            if attempt == attempts - 1:
+                raise MediaReadError(f"{what} could not be read ({attempts} tries): {type(err).__name__}: {err}") from err
+            time.sleep(backoff_s * 2**attempt)
+
+
 def _mark_failed(row: dict[str, Any], reason: str) -> None:
     row.update(
         status="failed",
@@ -232,6 +295,7 @@ def _mark_failed(row: dict[str, Any], reason: str) -> None:
         width=None,
         height=None,
         frame_count=None,
+        frame_rate=None,
         latitude=None,
         longitude=None,
     )
@@ -418,11 +482,14 @@ def _probe_video(path: Path) -> dict[str, Any]:
     if size is None:
         raise MediaError("ffmpeg did not report the video's frame size")
     width, height = int(size.group(1)), int(size.group(2))
+    frame_rate = _frame_rate_in(done.stderr)
+    if frame_rate is None:
+        raise MediaError("ffmpeg did not report the video's frame rate: its frames cannot be placed in time")
     rotation = _ROTATION.search(done.stderr)
     if rotation and round(abs(float(rotation.group(1)))) % 180 == 90:
         # ffmpeg turns such frames upright when decoding; record the size the frames come out in.
         width, height = height, width
-    info: dict[str, Any] = {"width": width, "height": height, "frame_count": frame_count}
+    info: dict[str, Any] = {"width": width, "height": height, "frame_count": frame_count, "frame_rate": frame_rate}
     metadata = _container_metadata(done.stderr)
     created = _parse_iso_time(metadata.get("creation_time"))
     if created is not None:
@@ -480,9 +547,18 @@ def _ffmpeg_reason(stderr: str) -> str:
     return lines[-1] if lines else "no error output"
 
 
+_FRAME_RATE = re.compile(r"Stream #0:\d+.*?: Video: .*?, ([\d.]+) (?:fps|tbr)")
+
+
+def _frame_rate_in(stderr: str) -> float | None:
+    """The first video stream's nominal frame rate from ffmpeg's log; None when absent or zero."""
+    match = _FRAME_RATE.search(stderr)
+    return float(match.group(1)) if match and float(match.group(1)) > 0 else None
+
+
 def _video_fps(path: Path) -> float:
     done = _run_ffmpeg(["-i", str(path)])  # exits 1 (no output given) after printing the header
-    match = re.search(r"Stream #0:\d+.*?: Video: .*?, ([\d.]+) (?:fps|tbr)", done.stderr)
-    if match is None or float(match.group(1)) <= 0:
+    fps = _frame_rate_in(done.stderr)
+    if fps is None:
         raise ValueError(f"cannot read the frame rate of {path}: {_ffmpeg_reason(done.stderr)}")
-    return float(match.group(1))
+    return fps

@@ -26,6 +26,7 @@ MEDIA = pa.schema(
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("frame_count", pa.int32()),  # 1 for images; decoded frames for videos
+        ("frame_rate", pa.float64()),  # videos: the stream's nominal frames per second; null for images
         ("timestamp", TIMESTAMP),  # camera-local time as the camera wrote it
         ("timestamp_source", pa.string()),  # exif | video_metadata | file_mtime | none
         ("latitude", pa.float64()),  # null when missing or invalid (0,0 counts as missing)

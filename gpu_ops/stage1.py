@@ -5,12 +5,16 @@ Reads the camera's media manifest from the output storage, skips every media alr
 current model signature (see :mod:`gpu_ops.workstate`), and commits results chunk by chunk.
 
 Work results are keyed by content (sha256), not by file name: a file that is copied or renamed is not
-detected again. Crops are cut from the full-resolution image the detector saw and written as JPEG to
+detected again. A media that does not decode is committed as failed (a property of the file); one
+whose bytes cannot be read even after retries (:func:`gpu_ops.media.read_retrying`) is not committed
+at all, with the rest of its burst: the stage finishes the camera's other media, then raises
+:class:`gpu_ops.media.MediaReadError` naming them, and the next run tries them again. Crops are cut from the full-resolution image the detector saw and written as JPEG to
 ``crops/camera_id=<id>/<detection_id>.jpg`` under the output root.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import time
 from dataclasses import dataclass, field
@@ -28,8 +32,9 @@ from gpu_ops.boxes import share_inside
 from gpu_ops.cropper import crop_detection, encode_jpeg
 from gpu_ops.engine import run_detection
 from gpu_ops.fusion import BurstConfig, fuse_burst
+from gpu_ops.media import MediaReadError, read_retrying
 from gpu_ops.megadetector_format import detection_id
-from gpu_ops.workstate import WorkState, signature, work_prefix
+from gpu_ops.workstate import WorkState, signature
 
 # One row per detection, per unique media content; the published table adds file path and time.
 RESULT_SCHEMA = pa.schema(
@@ -67,6 +72,7 @@ class StageStats:
     media_skipped: int = 0  # already done by an earlier run
     media_processed: int = 0
     media_failed: int = 0
+    media_unread: int = 0  # could not be read this run: not committed, tried again next run
     frames: int = 0
     detections: int = 0
     crops: int = 0
@@ -78,10 +84,11 @@ class StageStats:
     motion_detections: int = 0  # boxes only the burst's motion found (and verification or tracking kept)
     motion_seconds: float = 0.0
     failures: dict = field(default_factory=dict)
+    unread: dict = field(default_factory=dict)  # file path -> why it could not be read
 
     def as_metadata(self) -> dict:
         rate = self.frames / self.seconds if self.seconds else 0.0
-        out = {k: v for k, v in self.__dict__.items() if k != "failures"}
+        out = {k: v for k, v in self.__dict__.items() if k not in ("failures", "unread")}
         out["frames_per_s"] = round(rate, 3)
         out["seconds"] = round(self.seconds, 3)
         for key in ("cold_start_s", "decode_seconds", "inference_seconds", "motion_seconds"):
@@ -96,6 +103,7 @@ def stage1_signature(profile) -> tuple[str, dict]:
         "image_size": s1.image_size,
         "confidence_threshold": s1.confidence_threshold,
         "iou_threshold": s1.iou_threshold,
+        "animal_score": s1.animal_score,
         "video_every_seconds": s1.video_every_seconds,
         "video_max_frames": s1.video_max_frames,
         "bursts": profile.pipeline.bursts,
@@ -137,8 +145,26 @@ def chunks_of_whole_bursts(pending: list[dict], size: int) -> list[list[dict]]:
     return chunks
 
 
+@contextlib.contextmanager
+def _readable_copy(input_storage, key: str):
+    """A local copy of the media (the file itself when local) whose bytes were read, with retries.
+
+    A local file is opened here, before any decoder sees it, so that a read error surfaces as
+    :class:`MediaReadError` and never as the decoder's "not a valid file".
+    """
+    with contextlib.ExitStack() as stack:
+
+        def fetch():
+            path = stack.enter_context(input_storage.local_copy(key))
+            with open(path, "rb") as handle:
+                handle.read(1)
+            return path
+
+        yield read_retrying(fetch, key)
+
+
 def _video_frames(item: dict, input_storage, s1) -> list[tuple[int, float, np.ndarray]]:
-    with input_storage.local_copy(item["file_path"]) as path:
+    with _readable_copy(input_storage, item["file_path"]) as path:
         frames = list(
             media_io.read_video_frames(path, every_seconds=s1.video_every_seconds, max_frames=s1.video_max_frames)
         )
@@ -148,10 +174,10 @@ def _video_frames(item: dict, input_storage, s1) -> list[tuple[int, float, np.nd
 
 
 def _image_source(item: dict, input_storage):
-    """What the engine decodes: the local file, or (S3) a reader called on a decode thread."""
-    if not input_storage.is_s3:
-        return str(input_storage.local_path(item["file_path"]))
-    return lambda: input_storage.read_bytes(item["file_path"])
+    """What the engine decodes: a reader called on a decode thread, retrying read errors; one that
+    persists reaches ``on_result`` as :class:`MediaReadError`, a decode error as itself."""
+    key = item["file_path"]
+    return lambda: read_retrying(lambda: input_storage.read_bytes(key), key)
 
 
 def run_stage1(
@@ -172,7 +198,7 @@ def run_stage1(
     """
     s1, crop_cfg = profile.pipeline.stage1, profile.pipeline.crops
     sig, _ = stage1_signature(profile)
-    state = WorkState(output_storage, work_prefix("detect", sig, camera_id))
+    state = WorkState(output_storage, "detect", sig, camera_id)
     manifest = output_storage.read_parquet(schemas.camera_prefix("media", camera_id))
     stats = StageStats()
     if manifest is None:
@@ -198,11 +224,15 @@ def run_stage1(
     burst_cfg = BurstConfig.from_mapping(profile.pipeline.bursts)
     done_media = 0
     for chunk in chunks_of_whole_bursts(pending, CHUNK_SIZE):
-        rows, failures = _detect_chunk(chunk, camera_id, input_storage, output_storage, detector, s1, crop_cfg, burst_cfg, stats)
-        state.commit([m["sha256"] for m in chunk], pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), failures)
-        stats.media_processed += len(chunk) - len(failures)
+        rows, failures, unread = _detect_chunk(chunk, camera_id, input_storage, output_storage, detector, s1, crop_cfg, burst_cfg, stats)
+        readable = [m["sha256"] for m in chunk if m["sha256"] not in unread]
+        if readable:
+            state.commit(readable, pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), failures)
+        stats.media_processed += len(readable) - len(failures)
         stats.media_failed += len(failures)
+        stats.media_unread += len(chunk) - len(readable)
         stats.failures.update(failures)
+        stats.unread.update({m["file_path"]: unread[m["sha256"]] for m in chunk if m["sha256"] in unread})
         elapsed = time.perf_counter() - started
         done_media += len(chunk)
         log(
@@ -210,11 +240,23 @@ def run_stage1(
             f"{stats.detections} detections, {stats.frames / max(elapsed, 1e-9):.2f} frames/s"
         )
     stats.seconds = time.perf_counter() - started
+    if stats.unread:
+        for reason in list(stats.unread.values())[:20]:
+            log(f"camera {camera_id}: {reason}")
+        raise MediaReadError(
+            f"camera {camera_id}: {stats.media_unread} media could not be read and are not marked done "
+            f"(first: {next(iter(stats.unread.values()))}); the other {stats.media_processed + stats.media_failed} "
+            "were committed, and the next run tries these again"
+        )
     return stats
 
 
 def _detect_chunk(chunk, camera_id, input_storage, output_storage, detector, s1, crop_cfg, burst_cfg, stats):
-    """Detect, fuse bursts and crop one chunk of media; failures are returned, never raised.
+    """Detect, fuse bursts and crop one chunk of media: ``(rows, failures, unread)``, never raised.
+
+    ``failures`` (sha256 -> reason) are the media's own; ``unread`` (sha256 -> reason) are media
+    that could not be read, widened to their whole burst (motion needs all of its frames), and have
+    no rows: they are left for the next run.
 
     Images go through the engine (decoding overlapped with inference, crops cut on the decode
     threads); video frames through the detector directly; then each burst of enough frames is fused
@@ -223,9 +265,12 @@ def _detect_chunk(chunk, camera_id, input_storage, output_storage, detector, s1,
     # (sha256, frame_number) -> (frame offset in seconds, detections, {detection index: crop JPEG})
     found: dict[tuple[str, int], tuple[float, list, dict]] = {}
     failures: dict[str, str] = {}
+    unread: dict[str, str] = {}
 
     def on_result(key, detections, crops):
-        if isinstance(crops, BaseException):
+        if isinstance(crops, MediaReadError):
+            unread[key] = str(crops)
+        elif isinstance(crops, BaseException):
             failures[key] = f"stage 1 could not decode: {crops}"
         else:
             found[(key, 0)] = (0.0, list(detections), dict(crops))
@@ -247,6 +292,9 @@ def _detect_chunk(chunk, camera_id, input_storage, output_storage, detector, s1,
     for item in (m for m in chunk if m["media_type"] == "video"):
         try:
             frames = _video_frames(item, input_storage, s1)
+        except MediaReadError as err:
+            unread[item["sha256"]] = str(err)
+            continue
         except Exception as err:  # a clip that probed fine but no longer decodes is recorded, not fatal
             failures[item["sha256"]] = f"stage 1 could not decode: {err}"
             continue
@@ -257,10 +305,18 @@ def _detect_chunk(chunk, camera_id, input_storage, output_storage, detector, s1,
                 if d.conf >= crop_cfg.min_confidence
             }
             found[(item["sha256"], frame_number)] = (offset, list(dets), crops)
-    _fuse_bursts(images, input_storage, detector, crop_cfg, burst_cfg, found, failures, stats)
+    _fuse_bursts(images, input_storage, detector, crop_cfg, burst_cfg, found, failures, unread, stats)
+    for item in chunk:
+        partner = next((m for m in chunk if m["burst_id"] and m["burst_id"] == item["burst_id"] and m["sha256"] in unread), None)
+        if partner is not None and item["sha256"] not in unread:
+            unread[item["sha256"]] = f"{item['file_path']} waits for its burst: {unread[partner['sha256']]}"
+    for sha256 in unread:
+        failures.pop(sha256, None)
 
     rows = []
     for (sha256, frame_number), (offset, dets, crops) in sorted(found.items()):
+        if sha256 in unread:
+            continue
         stats.frames += 1
         for index, det in enumerate(dets):
             crop_path, crop_w, crop_h = None, None, None
@@ -291,7 +347,7 @@ def _detect_chunk(chunk, camera_id, input_storage, output_storage, detector, s1,
                 }
             )
             stats.detections += 1
-    return rows, failures
+    return rows, failures, unread
 
 
 # Burst frames are decoded again at this size (draft mode, cheap) for the motion model and for the
@@ -310,19 +366,23 @@ def _without_parts(fused: list) -> list:
     return [d for d in fused if d.source != "motion" or all(share_inside(d.bbox, b) < PART_OF_DETECTION for b in boxes)]
 
 
-def _fuse_bursts(images, input_storage, detector, crop_cfg, burst_cfg, found, failures, stats):
+def _fuse_bursts(images, input_storage, detector, crop_cfg, burst_cfg, found, failures, unread, stats):
     bursts: dict[str, list[dict]] = {}
     for item in images:
         if item["burst_id"] and (item["sha256"], 0) in found:
             bursts.setdefault(item["burst_id"], []).append(item)
     for members in bursts.values():
-        if not burst_cfg.applies_to(len(members)) or any(m["sha256"] in failures for m in members):
+        if not burst_cfg.applies_to(len(members)) or any(m["sha256"] in failures or m["sha256"] in unread for m in members):
             continue
         members.sort(key=lambda m: m["burst_index"])
         frames = []
-        for member in members:
-            with input_storage.local_copy(member["file_path"]) as path:
-                frames.append(media_io.load_image(path, max_side=BURST_FRAME_SIDE))
+        try:
+            for member in members:
+                with _readable_copy(input_storage, member["file_path"]) as path:
+                    frames.append(media_io.load_image(path, max_side=BURST_FRAME_SIDE))
+        except MediaReadError as err:
+            unread[member["sha256"]] = str(err)
+            continue
         result = fuse_burst(frames, [found[(m["sha256"], 0)][1] for m in members], detector, config=burst_cfg)
         stats.bursts_fused += 1
         stats.motion_seconds += result.motion_s + result.verify_s

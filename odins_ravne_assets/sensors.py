@@ -35,13 +35,14 @@ from dagster import (
 
 from gpu_ops.media import media_type_for
 from odins_ravne_assets.jobs import PROJECT_ASSETS, camera_job
+from odins_ravne_assets.munin.ingest import camera_folders, media_files
 from odins_ravne_assets.partitions import cameras, split_valid
 from resources.pipeline import PipelineResource
 
 
-def camera_fingerprint(camera_storage) -> str:
+def camera_fingerprint(camera_storage, output_storage) -> str:
     count, size, newest = 0, 0, 0.0
-    for info in camera_storage.list():
+    for info in media_files(camera_storage, output_storage):
         if media_type_for(info.key):
             count, size, newest = count + 1, size + info.size, max(newest, info.mtime)
     return hashlib.sha256(f"{count}:{size}:{newest}".encode()).hexdigest()[:12]
@@ -50,8 +51,8 @@ def camera_fingerprint(camera_storage) -> str:
 def _local_changes(pipeline: PipelineResource, cursor: str | None) -> tuple[dict[str, str], str]:
     state = json.loads(cursor) if cursor else {}
     changed = {}
-    for camera_id in pipeline.input.top_level_folders():
-        fingerprint = camera_fingerprint(pipeline.camera_input(camera_id))
+    for camera_id in camera_folders(pipeline.input, pipeline.output)[0]:  # never the output folder
+        fingerprint = camera_fingerprint(pipeline.camera_input(camera_id), pipeline.output)
         if state.get(camera_id) != fingerprint:
             state[camera_id] = changed[camera_id] = fingerprint
     return {c: f"{c}:{f}" for c, f in changed.items()}, json.dumps(state, sort_keys=True)

@@ -26,7 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     q = sub.add_parser("query", help="run SQL read-only against the Stage 3 database")
-    q.add_argument("sql")
+    q.add_argument("sql", nargs="?", help="the statement; '-' reads it from stdin")
+    q.add_argument("--file", help="read the statement from this file (quotes and newlines as written)")
     q.add_argument("--out", default=os.environ.get("ODINS_RAVNE_OUTPUT", "demo_output"), help="what process wrote")
 
     d = sub.add_parser("demo", help="build the sample cameras and process them")
@@ -94,7 +95,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "demo":
         return process.demo(args.samples, args.out)
     if args.command == "query":
-        return results.query_command(args.sql, args.out)
+        return results.query_command(args.sql, args.out, sql_file=args.file)
     if args.command == "export":
         return results.export_command(args.format, args.out, args.dest, camera_id=args.camera, profile=args.profile)
     if args.command == "import":

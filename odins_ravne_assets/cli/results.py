@@ -4,15 +4,31 @@ and join results computed elsewhere."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from odins_ravne_assets.cli.console import error, format_table
 from odins_ravne_assets.cli.process import ensure_dagster_home, process, profile_name, run_config
 
 
-def query_command(sql: str, output_root: str) -> int:
+def query_command(sql: str | None, output_root: str, *, sql_file: str | None = None) -> int:
+    """Run one read-only statement: given as an argument, from ``sql_file``, or from stdin (``-``).
+
+    A file or stdin keeps a statement's quotes and newlines away from the shell.
+    """
     from gpu_ops.storage import open_storage
     from resources.stage3 import query
 
+    if (sql is None) == (sql_file is None):
+        return error("give the SQL as an argument, '-' to read it from stdin, or --file PATH (one of them)")
+    if sql_file is not None:
+        try:
+            sql = Path(sql_file).read_text(encoding="utf-8")
+        except OSError as err:
+            return error(f"cannot read the SQL file {sql_file}: {err.strerror or err}")
+    elif sql == "-":
+        sql = sys.stdin.read()
+    if not sql.strip():
+        return error("the SQL statement is empty")
     try:
         headers, rows = query(open_storage(output_root), sql)
     except FileNotFoundError as err:
@@ -100,7 +116,7 @@ def import_command(json_path: str, input_root: str, output_root: str, camera_id:
         done = import_megadetector(output, camera_id, json_path, settings)
     except (ValueError, FileNotFoundError) as err:
         return error(str(err))
-    print(f"imported {done['detections']} detections of {done['media']} media from {json_path}")
+    print(f"imported {done['detections']} detections ({done['labels']} with a species) of {done['media']} media from {json_path}")
     if done["not_in_camera"]:
         print(f"warning: {len(done['not_in_camera'])} files of the JSON are not in camera {camera_id} "
               f"(e.g. {done['not_in_camera'][0]!r}): ignored", file=sys.stderr)

@@ -267,7 +267,9 @@ def _markdown(title: str, facts: Mapping[str, Any], animal: list[dict], page: Pa
     lines.append("- events: " + (", ".join(f"{n} {k}" for k, n in facts["events"].items()) or "none"))
     if facts["first"]:
         lines.append(f"- from {_when(facts['first'])} to {_when(facts['last'])}")
-    lines.append(f"- report: `{page}`")
+    # Relative to report.md, which sits beside the page: the folder is written in a temporary place and
+    # copied to the output root, so an absolute path would name a folder that no longer exists.
+    lines.append(f"- report: [{page.name}]({page.name})")
     rows = _species_rows(animal)
     if rows:
         lines += ["", "| species | events | max count | cameras |", "|---|---:|---:|---:|"]

@@ -32,7 +32,7 @@ def project():
     b.shot(200, lat=61.5, lon=9.5)
     # a video: frames 0 and 30 at 15 fps
     path = b.shot(500, ("red fox", 0.8), file_path="CLIP.MP4", lat=61.5, lon=9.5)
-    b.media[-1].update(media_type="video", frame_count=90)
+    b.media[-1].update(media_type="video", frame_count=90, frame_rate=15.0)  # measured at ingest
     det = dict(b.detections[-1])
     det.update(detection_id=det["detection_id"].replace("-0-0", "-30-0"), frame_number=30,
                timestamp=det["timestamp"] + timedelta(seconds=2), conf=0.75)
