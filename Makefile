@@ -1,4 +1,5 @@
-# Odins Ravne: `make demo` (set up + run the sample cameras), `make test`, `make dev` (Dagster UI),
+# Odins Ravne: `make demo` (set up + run the sample cameras), `make test` (`make test-fast`: not the slow
+# ones), `make dev` (Dagster UI),
 # `make bench` (benchmarks). Everything installs into .venv on first use.
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +9,7 @@ SAMPLES ?= sample_data
 OUT ?= demo_output
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install demo test dev bench clean
+.PHONY: install demo test test-fast dev bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +25,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# The inner loop: everything but the tests marked slow (whole pipelines, subprocesses, the UI).
+test-fast: install
+	$(PY) -m pytest -q -m 'not slow'
 
 # dg finds the code location in pyproject's [tool.dg]; VIRTUAL_ENV tells it .venv is the one to use.
 dev: install
