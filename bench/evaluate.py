@@ -1,6 +1,10 @@
 """Measure detector alone, motion alone and fused against ground-truth boxes.
 
     python -m bench.evaluate --truth observations.csv --images DIR [--min-confidence 0.3]
+    python -m bench.evaluate --manifest ../shared/realdata/manifest.json [--part holdout]
+
+The second form reads the realdata manifest (labels and approximate boxes by eye) and reports per
+part of the committed split, infrared and daylight apart (:mod:`bench.realdata_eval`).
 
 ``observations.csv`` is in the Camtrap DP observations format: one row per observation with
 ``bboxX, bboxY, bboxWidth, bboxHeight`` (normalized, origin top-left, the MegaDetector convention) and
@@ -209,8 +213,11 @@ def format_report(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--truth", required=True, type=Path, help="Camtrap DP observations.csv with bbox columns")
-    parser.add_argument("--images", required=True, type=Path, help="folder of the images (one sub-folder per camera)")
+    parser.add_argument("--truth", type=Path, help="Camtrap DP observations.csv with bbox columns")
+    parser.add_argument("--images", type=Path, help="folder of the images (one sub-folder per camera)")
+    parser.add_argument("--manifest", type=Path, help="a realdata manifest.json instead of --truth/--images")
+    parser.add_argument("--part", choices=("tune", "holdout", "both"), default="tune",
+                        help="which part of bench/realdata_split.json to report (--manifest); tune on 'tune' only")
     parser.add_argument("--model", default="default", help="detector model, as in the profile's stage1.model")
     parser.add_argument("--image-size", type=int, default=640, help="detector input size")
     parser.add_argument("--detector-threshold", type=float, default=0.1, help="detector output threshold (stage1.confidence_threshold)")
@@ -219,9 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-bursts", action="store_true", help="switch burst-aware detection off (fused = detector)")
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
     args = parser.parse_args(argv)
+    if args.manifest is None and (args.truth is None or args.images is None):
+        parser.error("give --truth and --images, or --manifest")
 
     from gpu_ops.detector_loader import load_detector  # torch is heavy: only load it to run
 
+    if args.manifest is not None:
+        return _main_realdata(args, load_detector)
     try:
         detector = load_detector(args.model, image_size=args.image_size, conf_threshold=args.detector_threshold)
         config = BurstConfig(enabled=not args.no_bursts)
@@ -231,6 +242,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evaluate: {exc}", file=sys.stderr)
         return 2
     print(format_report(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def _main_realdata(args, load_detector) -> int:
+    from bench.realdata_eval import evaluate_realdata, format_realdata
+    parts = ("tune", "holdout") if args.part == "both" else (args.part,)
+    try:
+        detectors = {name: load_detector(args.model, image_size=args.image_size, conf_threshold=args.detector_threshold,
+                                         animal_score=score) for name, score in (("", "best"), ("+animal_sum", "sum"))}
+        report = evaluate_realdata(args.manifest.parent, detectors, parts=parts, min_confidence=args.min_confidence,
+                                   bursts=BurstConfig(enabled=not args.no_bursts))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"evaluate: {exc}", file=sys.stderr)
+        return 2
+    print(format_realdata(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0

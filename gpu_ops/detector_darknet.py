@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gpu_ops.animalness import ANIMAL_SCORES, pool_animal_classes
 from gpu_ops.darknet import load_darknet
 from gpu_ops.detector import (
     Detection,
@@ -54,8 +55,13 @@ class DarknetDetector(Detector):
     pad_value = DARKNET_PAD_VALUE
     input_size = 416  # what YOLOv3-tiny was trained at: the size it runs at unless the profile names another
 
-    def __init__(self, weights_dir: Path, *, backend: str, device: str, image_size: int, conf_threshold: float, iou_threshold: float):
+    def __init__(self, weights_dir: Path, *, backend: str, device: str, image_size: int, conf_threshold: float, iou_threshold: float,
+                 animal_score: str = "best"):
         super().__init__()
+        if animal_score not in ANIMAL_SCORES:
+            raise ValueError(f"unknown animal_score {animal_score!r}: use {' or '.join(ANIMAL_SCORES)}")
+        # gpu_ops.animalness: 'sum' scores an anchor by all its animal classes together.
+        self.animal_score = animal_score
         if image_size % 32:
             raise ValueError(f"image_size {image_size} is not a multiple of 32, which YOLOv3-tiny needs (e.g. 416, 640)")
         self.weights_dir = weights_dir
@@ -69,6 +75,9 @@ class DarknetDetector(Detector):
         self.name = "yolov3-tiny-coco"
         digest = sha256_file(weights_dir / "yolov3-tiny.weights")[:16]
         self.signature = f"{self.name}:{digest}:{image_size}:conf={conf_threshold}:iou={iou_threshold}"
+        if animal_score != "best":
+            self.signature += f":animal={animal_score}"
+        self._animal_ids = [i for i, c in self.categories.items() if c == "animal"]
         self.model = load_darknet(weights_dir / "yolov3-tiny.cfg", weights_dir / "yolov3-tiny.weights")
         self._runner = self._make_runner(backend)
 
@@ -178,6 +187,8 @@ class DarknetDetector(Detector):
         return [self._postprocess(p, box) for p, box in zip(predictions, boxes)]
 
     def _postprocess(self, prediction: torch.Tensor, box: Letterbox) -> list[Detection]:
+        if self.animal_score == "sum":
+            prediction = pool_animal_classes(prediction, self._animal_ids, self.conf_threshold)
         xyxy, scores, class_ids = yolo_nms(prediction, self.conf_threshold, self.iou_threshold, list(self.categories) or None)
         return to_detections(xyxy.cpu().numpy(), scores.cpu().numpy(), class_ids.cpu().numpy(), box, self.labels, self.categories)
 

@@ -29,7 +29,7 @@ _CACHE_LOCK = threading.Lock()
 
 
 def load_detector(model: str = "default", *, backend: str = "auto", device: str = "auto", image_size: int | None = None,
-                  conf_threshold: float = 0.05, iou_threshold: float = 0.45) -> Detector:
+                  conf_threshold: float = 0.05, iou_threshold: float = 0.45, animal_score: str = "best") -> Detector:
     """Load (once per process) and warm up a detector; see the module docstring for ``model``.
 
     ``image_size`` None (decided): the model's own input size, the one it was trained at: 416 for
@@ -42,9 +42,10 @@ def load_detector(model: str = "default", *, backend: str = "auto", device: str 
     ``backend``: auto (on a GPU TensorRT, falling back to torch when the tensorrt package is
     missing; on the CPU ONNX Runtime for the default model, torch for MegaDetector's YOLOv5), torch,
     onnx or tensorrt; it applies to the default model and YOLOv5 checkpoints (an ultralytics file's
-    own type decides its runtime). ``cold_start_s`` on the result is the load + warm-up time of the first call.
+    own type decides its runtime). ``animal_score`` (``best`` | ``sum``, :mod:`gpu_ops.animalness`)
+    applies to the default COCO model only: the others have one animal class. ``cold_start_s`` on the result is the load + warm-up time of the first call.
     """
-    key = (model, backend, device, image_size, conf_threshold, iou_threshold)
+    key = (model, backend, device, image_size, conf_threshold, iou_threshold, animal_score)
     with _CACHE_LOCK:
         cached = _CACHE.get(key)
         if cached is not None:
@@ -52,7 +53,7 @@ def load_detector(model: str = "default", *, backend: str = "auto", device: str 
         started = time.perf_counter()
         configure_torch_threads()
         resolved_device = resolve_device(device)
-        detector = _build(model, backend, resolved_device, image_size, conf_threshold, iou_threshold)
+        detector = _build(model, backend, resolved_device, image_size, conf_threshold, iou_threshold, animal_score)
         detector.warm_up()
         detector.cold_start_s = time.perf_counter() - started
         log.info("loaded %r in %.2f s", detector, detector.cold_start_s)
@@ -60,7 +61,7 @@ def load_detector(model: str = "default", *, backend: str = "auto", device: str 
         return detector
 
 
-def _build(model: str, backend: str, device: str, image_size: int, conf: float, iou: float) -> Detector:
+def _build(model: str, backend: str, device: str, image_size: int, conf: float, iou: float, animal_score: str) -> Detector:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: use {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}")
     options = dict(device=device, image_size=image_size, conf_threshold=conf, iou_threshold=iou)
@@ -69,7 +70,7 @@ def _build(model: str, backend: str, device: str, image_size: int, conf: float, 
         from gpu_ops.detector_darknet import DarknetDetector
 
         options["image_size"] = image_size or DarknetDetector.input_size
-        return DarknetDetector(fetch_default_weights(), backend=backend, **options)
+        return DarknetDetector(fetch_default_weights(), backend=backend, animal_score=animal_score, **options)
     release = KNOWN_MODELS.get(model)
     if release is not None:
         from gpu_ops.detector_megadetector import load_megadetector

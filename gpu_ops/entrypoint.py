@@ -72,6 +72,7 @@ def run(pipes: PipesContext) -> dict:
                 image_size=s1.image_size,
                 conf_threshold=s1.confidence_threshold,
                 iou_threshold=s1.iou_threshold,
+                animal_score=s1.animal_score,
             ),
             log=pipes.log.info,
             shard_keys=extras.get("shard_keys"),

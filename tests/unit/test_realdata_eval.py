@@ -1,0 +1,87 @@
+"""The realdata manifest reader, the committed split and the real-frame evaluation.
+
+Constructed manifests always run; the checks on ../shared/realdata skip where it is absent (CI
+machines may not have it: it lives outside the repository on purpose)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.realdata import REALDATA, read_manifest, read_split, make_split
+from bench.realdata_eval import evaluate_realdata
+from gpu_ops.detector import Detection
+
+needs_realdata = pytest.mark.skipif(not (REALDATA / "manifest.json").is_file(),
+                                    reason=f"no real camera-trap frames at {REALDATA} (outside the repository)")
+
+
+def _entry(file, label, group=None, infrared=False, boxes=(), width=640):
+    return {"file": file, "media_type": "image", "width": width, "height": width * 3 // 4, "infrared": infrared,
+            "label": label, "group_id": group, "boxes_approx": [{"bbox_xywh_norm": list(b), "approx": True} for b in boxes]}
+
+
+def test_manifest_kinds_thumbnails_and_videos(tmp_path):
+    entries = [_entry("a/1.jpg", "animal: fox", boxes=[(0.1, 0.1, 0.2, 0.2)]), _entry("a/2.jpg", "empty"),
+               _entry("a/3.jpg", "uncertain (looks empty)"), _entry("t/4.jpg", "animal: cat", width=100),
+               {"file": "v/5.mp4", "media_type": "video", "label": "animal: chimp"}]
+    (tmp_path / "manifest.json").write_text(json.dumps({"files": entries}))
+    frames = read_manifest(tmp_path)
+    assert [(f.file, f.kind, f.camera, f.trigger) for f in frames] == [
+        ("a/1.jpg", "animal", "a", "a/1.jpg"), ("a/2.jpg", "empty", "a", "a/2.jpg"), ("a/3.jpg", "uncertain", "a", "a/3.jpg")]
+
+
+def test_split_keeps_bursts_whole_and_is_deterministic(tmp_path):
+    entries = [_entry(f"c/{g}_{k}.jpg", "animal: deer", group=f"g{g}") for g in range(10) for k in range(3)]
+    entries += [_entry(f"c/e{g}.jpg", "empty", group=f"e{g}") for g in range(2)]
+    (tmp_path / "manifest.json").write_text(json.dumps({"files": entries}))
+    frames = read_manifest(tmp_path)
+    split = make_split(frames)
+    assert split == make_split(list(reversed(frames)))
+    assert sorted(split["tune"] + split["holdout"]) == sorted({f.trigger for f in frames})
+    assert len([g for g in split["holdout"] if g.startswith("g")]) == 4  # 40 % of the animal triggers
+    assert len([g for g in split["holdout"] if g.startswith("e")]) == 1  # both parts get an empty trigger
+
+
+class _BoxOnAnimal:
+    """Puts a box where the bright square is: a stand-in model, so the metrics are exact."""
+
+    def detect(self, images):
+        out = []
+        for image in images:
+            ys, xs = np.nonzero(image[..., 0] > 200)
+            h, w = image.shape[:2]
+            out.append([] if not len(xs) else [Detection("animal", "dog", 0.9, (xs.min() / w, ys.min() / h,
+                                                                               (np.ptp(xs) + 1) / w, (np.ptp(ys) + 1) / h))])
+        return out
+
+
+def test_evaluation_scores_infrared_and_daylight_apart(tmp_path, monkeypatch):
+    entries = []
+    for name, infrared, animal in (("ir.jpg", True, True), ("day.jpg", False, True), ("empty.jpg", False, False)):
+        image = np.full((480, 640, 3), 60, np.uint8)
+        if animal:
+            image[120:240, 160:320] = 255
+        Image.fromarray(image).save(tmp_path / name, quality=95)
+        entries.append(_entry(name, "animal: fox" if animal else "empty", infrared=infrared,
+                              boxes=[(0.25, 0.25, 0.25, 0.25)] if animal else ()))
+    (tmp_path / "manifest.json").write_text(json.dumps({"files": entries}))
+    split_file = tmp_path / "split.json"
+    split_file.write_text(json.dumps({"tune": ["ir.jpg", "empty.jpg"], "holdout": ["day.jpg"]}))
+    monkeypatch.setattr("bench.realdata_eval.read_split", lambda: read_split(split_file))
+    report = evaluate_realdata(tmp_path, {"": _BoxOnAnimal()}, parts=("tune", "holdout"))
+    tune, holdout = report["results"]["tune"]["detector"], report["results"]["holdout"]["detector"]
+    assert (tune["infrared"]["image_recall"], tune["infrared"]["box_recall"], tune["daylight"]["animal_frames"]) == (1.0, 1.0, 0)
+    assert (tune["all"]["empty_frames"], tune["all"]["boxes_on_empty"]) == (1, 0)
+    assert (holdout["daylight"]["image_recall"], holdout["all"]["precision"]) == (1.0, 1.0)
+
+
+@needs_realdata
+def test_committed_split_covers_the_manifest():
+    split = read_split()
+    triggers = {f.trigger for f in read_manifest()}
+    assert triggers == set(split)
+    assert make_split(read_manifest()) == {part: sorted(k for k, p in split.items() if p == part) for part in ("tune", "holdout")}
