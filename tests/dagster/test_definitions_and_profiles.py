@@ -104,3 +104,56 @@ def test_a_backfill_on_a_batch_deployment_is_queued_with_the_runner_tag(tmp_path
     runs = instance.get_runs()
     assert sorted(r.tags["dagster/partition"] for r in runs) == ["cam-1", "cam-2"]
     assert all(r.status == DagsterRunStatus.QUEUED and "dagster/backfill" in r.tags and r.tags[RUNNER_TAG] == "batch" for r in runs)
+
+
+def test_the_local_instance_fails_a_run_whose_process_died(tmp_path):
+    """The daemon's own run monitoring step (monitor_started_run, as `make dev` runs it) with the
+    project's dagster.yaml: a run whose process was killed with SIGKILL is marked failed, a live one is
+    left alone. Before, the default launcher could not check workers and such runs stayed STARTED."""
+    import logging
+    import textwrap
+
+    from dagster import RunsFilter
+    from dagster._core.launcher import WorkerStatus
+    from dagster._daemon.monitoring.run_monitoring import monitor_started_run
+
+    from resources.run_launcher import LocalRunLauncher
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    instance = DagsterInstance.from_config(str(home))
+    assert isinstance(instance.run_launcher, LocalRunLauncher) and instance.run_monitoring_enabled
+    dies = textwrap.dedent("""
+        import os, signal
+        from dagster import DagsterInstance, job, op
+
+        @op
+        def killed():
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        @job
+        def doomed():
+            killed()
+
+        doomed.execute_in_process(instance=DagsterInstance.get())
+    """)
+    subprocess.run([sys.executable, "-c", dies], env={**os.environ, "DAGSTER_HOME": str(home)}, timeout=120)
+    [record] = instance.get_run_records(filters=RunsFilter(statuses=[DagsterRunStatus.STARTED]))
+    health = instance.run_launcher.check_run_worker_health(record.dagster_run)
+    assert health.status == WorkerStatus.FAILED and "is gone, killed or crashed" in health.msg
+    monitor_started_run(instance, None, record, logging.getLogger("test"))
+    assert instance.get_run_by_id(record.dagster_run.run_id).status == DagsterRunStatus.FAILURE
+
+    from dagster import job, op
+
+    @op
+    def fine():
+        return 1
+
+    @job
+    def alive():
+        fine()
+
+    run = alive.execute_in_process(instance=instance).dagster_run
+    assert instance.run_launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING  # this process lives
