@@ -6,6 +6,11 @@ submitted job's command itself, with that job's environment and retry strategy, 
 subprocess: the Pipes round trip through S3 is the real one. moto accepts Batch calls but runs no
 containers without Docker, so without this the jobs would do nothing.
 
+A container sees S3 and its image, nothing of the machine that submitted it, and the stand-in keeps
+to that: a job whose Pipes context names an ``input_root`` or ``output_root`` that is not ``s3://``
+fails as it would on Batch, before it starts (saying so), and each job runs in an empty working
+folder of its own, so nothing can pass here on a path a container could not read.
+
 This module does not import Dagster.
 """
 
@@ -25,10 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from resources.aws import is_aws_endpoint
+from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, decode_param
+
+from resources.aws import aws_client, is_aws_endpoint
 from resources.batch_retry import FINAL_STATUSES, evaluate_on_exit
 
 RUNNER_ENV = "ODINS_RAVNE_BATCH_RUNNER"
+ROOT_EXTRAS = ("input_root", "output_root")  # the gpu_ops entrypoint's roots, in the Pipes extras
 
 
 @dataclass
@@ -129,8 +137,18 @@ class LocalBatchRunner:
         env.update({"AWS_BATCH_JOB_ID": job_id, "AWS_BATCH_JQ_NAME": queue})
         strategy = submit_params.get("retryStrategy") or definition.get("retryStrategy") or {"attempts": 1}
         job = _LocalJob(job_id, queue, command, env, strategy, self._log_dir / f"{job_id.replace(':', '_')}.log")
+        unreachable = self._local_roots(env)
         with self._lock:
             self._jobs[job_id] = job
+            if unreachable:
+                reason = (f"CannotStartContainerError: the job's {unreachable} is not on S3, and a Batch container "
+                          "sees only S3: stage the input first (odins-ravne batch) or give s3:// roots")
+                job.log_path.write_text(reason + "\n")
+                now = _now_ms()
+                job.started_at = now
+                job.attempts.append(_attempt(now, now, None, reason, reason, job.log_path))
+                self._finish(job, "FAILED", reason)
+                return
         threading.Thread(target=self._supervise, args=(job,), daemon=True, name=f"local-batch-{job_id}").start()
 
     def describe(self, job_id: str) -> dict | None:
@@ -182,6 +200,22 @@ class LocalBatchRunner:
             raise ValueError(f"job definition {ref!r} is not registered with the Batch API: deploy the infrastructure first (odins-ravne infra deploy)")
         return max(found, key=lambda d: d.get("revision", 0))
 
+    def _local_roots(self, env: Mapping[str, str]) -> str | None:
+        """``input_root /x`` when the job's Pipes context (an S3 object) hands it a root that is not on S3."""
+        encoded = env.get(DAGSTER_PIPES_CONTEXT_ENV_VAR)
+        if not encoded:
+            return None  # not a Pipes job: nothing to check
+        where = decode_param(encoded)
+        if "bucket" not in where:
+            return None  # context passed another way than S3 (not what the Batch client does)
+        s3 = aws_client("s3", region=self._batch.meta.region_name)
+        extras = json.loads(s3.get_object(Bucket=where["bucket"], Key=where["key"])["Body"].read()).get("extras") or {}
+        for name in ROOT_EXTRAS:
+            value = extras.get(name)
+            if value is not None and not str(value).startswith("s3://"):
+                return f"{name} {value}"
+        return None
+
     def _may_start(self, job: _LocalJob) -> bool:
         running = [j for j in self._jobs.values() if j.status in ("STARTING", "RUNNING")]
         if self._max_running is not None and len(running) >= self._max_running:
@@ -204,8 +238,10 @@ class LocalBatchRunner:
                 started = _now_ms()
                 job.started_at = job.started_at or started
                 log = job.log_path.open("ab")
+                # An empty folder of its own, as a container's: a relative path to the caller's files finds nothing.
+                cwd = self._cwd or tempfile.mkdtemp(prefix="workdir-", dir=self._log_dir)
                 job.proc = subprocess.Popen(
-                    job.command, env=job.env, cwd=self._cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                    job.command, env=job.env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
                 )
                 log.close()
             code = job.proc.wait()

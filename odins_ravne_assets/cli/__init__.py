@@ -1,7 +1,7 @@
 """``odins-ravne``: process camera folders, query the results, run the demo.
 
-One module per command family: :mod:`.process` (process, demo), :mod:`.results` (query, export,
-import) and :mod:`.odin` (infra, cost, stage3). Each command is a function that takes plain values
+One module per command family: :mod:`.process` (process, demo), :mod:`.batch` (batch), :mod:`.results`
+(query, export, import) and :mod:`.odin` (infra, cost, stage3). Each command is a function that takes plain values
 and returns the exit code; this module only parses arguments. Heavy imports (Dagster, DuckDB, boto3
 clients) happen inside the commands, so ``--help`` and ``query`` start fast.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from odins_ravne_assets.cli import console, models, odin, process, results
+from odins_ravne_assets.cli import batch, console, models, odin, process, results
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,6 +24,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--camera", action="append", dest="cameras", help="only this camera (repeatable)")
     p.add_argument("--profile", help="profile name or YAML path (default: $ODINS_RAVNE_PROFILE or local)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    b = sub.add_parser("batch", help="stage local camera cards to S3 and process them on AWS Batch")
+    b.add_argument("cards", nargs="+", help="folder(s) of camera folders, or one camera's folder")
+    b.add_argument("--out", required=True, help="s3://BUCKET/PREFIX for the results (the cards go to PREFIX/cards/)")
+    b.add_argument("--local-output", help="download Stage 3 to this folder when the run is done")
+    b.add_argument("--download-stage3", action="store_true", help="download Stage 3 (to --local-output)")
+    b.add_argument("--cost-report", action="store_true", help="print the cost report at the end")
+    b.add_argument("--priority", choices=["normal", "high"], default="normal")
+    b.add_argument("--compression-window", type=float, help="minutes between detections of one event (this run)")
+    b.add_argument("--min-confidence", type=float, help="events' minimum detection confidence (this run)")
+    b.add_argument("--spot-bid-percentage", type=int, help="spot bid, percent of on-demand (this run's profile)")
+    b.add_argument("--max-vcpus", type=int, help="vCPUs of Batch jobs in flight at most (this run)")
+    b.add_argument("--profile", default="cloud", help="a Batch profile name or YAML path (default: cloud)")
+    b.add_argument("--quiet", action="store_true", help="no progress bars")
 
     q = sub.add_parser("query", help="run SQL read-only against the Stage 3 database")
     q.add_argument("sql", nargs="?", help="the statement; '-' reads it from stdin")
@@ -65,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     cost.add_argument("--out", required=True, help="what process wrote (OUTPUT)")
     cost.add_argument("--profile", default="cloud")
     cost.add_argument("--by", default="camera_id", choices=["camera_id", "run_id", "stage", "capacity"])
+    cost.add_argument("--suggest", action="store_true", help="what the measured costs say to change: spot, instance type, batch size, job size")
+    cost.add_argument("--next", type=int, dest="next_n", metavar="N", help="the projected cost of the next N images")
 
     mdl = sub.add_parser("models", help="the models a profile can name, and what the model cache holds")
     mdl.add_argument("action", choices=["list", "fetch"])
@@ -92,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "process":
         return process.process(args.input, args.out, camera_ids=args.cameras, profile=args.profile, quiet=args.quiet)
+    if args.command == "batch":
+        return batch.batch_command(
+            args.cards, args.out, local_output=args.local_output, download_stage3=args.download_stage3, cost_report=args.cost_report,
+            priority=args.priority, compression_window=args.compression_window, min_confidence=args.min_confidence,
+            spot_bid_percentage=args.spot_bid_percentage, max_vcpus=args.max_vcpus, profile=args.profile, quiet=args.quiet,
+        )
     if args.command == "demo":
         return process.demo(args.samples, args.out)
     if args.command == "query":
@@ -118,5 +140,5 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             parser.error("models fetch needs the model's name (odins-ravne models list)")
         return models.fetch_command(args.name)
     if args.command == "cost":
-        return odin.cost_report(output_root=args.out, profile=args.profile, by=args.by)
+        return odin.cost_report(output_root=args.out, profile=args.profile, by=args.by, suggest=args.suggest, next_n=args.next_n)
     return odin.stage3_download(s3_uri=args.s3_uri, local_dir=args.local_dir, with_crops=args.with_crops)

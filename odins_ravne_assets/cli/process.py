@@ -75,14 +75,21 @@ def profile_name(profile: str | None) -> str:
     return profile or os.environ.get("ODINS_RAVNE_PROFILE") or "local"
 
 
-def process(input_root: str, output_root: str, *, camera_ids: list[str] | None = None, profile: str | None = None, quiet: bool = False) -> int:
-    """Materialize every asset for the cameras under ``input_root``; returns the exit code."""
+def process(
+    input_root: str, output_root: str, *, camera_ids: list[str] | None = None, profile: str | None = None, quiet: bool = False,
+    tags: dict[str, str] | None = None,
+) -> int:
+    """Materialize every asset for the cameras under ``input_root``; returns the exit code.
+
+    ``tags`` go on every run beside the CLI's own (``odins-ravne batch`` tags the run's priority).
+    """
     from gpu_ops.storage import open_storage
     from resources.profiles import load_profile
 
     profile = profile_name(profile)
     settings = load_profile(profile)  # fail early on a bad profile, before any run starts
-    problem = unusable_roots(input_root, output_root)
+    problem = unreachable_by_batch(input_root, output_root) if settings.runner.type == "batch" else None
+    problem = problem or unusable_roots(input_root, output_root)
     if problem:
         return error(problem)
     ensure_dagster_home()
@@ -112,7 +119,7 @@ def process(input_root: str, output_root: str, *, camera_ids: list[str] | None =
         # A single camera's folder given directly: its parent is the input root.
         parent, name = storage.local_path().parent, storage.local_path().name
         print(f"{storage.root} holds media but no camera folders: processing it as camera {name!r}", file=sys.stderr)
-        return process(str(parent), output_root, camera_ids=[name], profile=profile, quiet=quiet)
+        return process(str(parent), output_root, camera_ids=[name], profile=profile, quiet=quiet, tags=tags)
     if loose:
         print(f"warning: {len(loose)} media files directly under {storage.root} are in no camera folder "
               f"and are not processed (e.g. {loose[0]!r}): put each camera's media in its own folder", file=sys.stderr)
@@ -159,7 +166,7 @@ def process(input_root: str, output_root: str, *, camera_ids: list[str] | None =
     started = time.perf_counter()
     failed_cameras, finished = [], []
     config = run_config(input_root, output_root, profile)
-    tags = {"odins-ravne/cli": "process"}
+    tags = {**(tags or {}), "odins-ravne/cli": "process"}
     project = current = None
     with stop_on_signal() as stopped_by:
         try:
@@ -213,6 +220,22 @@ def process(input_root: str, output_root: str, *, camera_ids: list[str] | None =
               f"(steps: {', '.join(failed_steps)}); open the Dagster UI for the logs", file=sys.stderr)
         return 1
     return 0
+
+
+def unreachable_by_batch(input_root: str, output_root: str) -> str | None:
+    """Why a Batch job could not reach these roots (it sees S3 only), in one line; None when it can.
+
+    Decision: ``process`` refuses rather than uploading on its own; staging is ``odins-ravne batch``,
+    which says what it uploads and keeps what it staged for the next run.
+    """
+    from gpu_ops.storage import is_s3
+
+    if not is_s3(input_root):
+        return (f"the input {input_root} is on this machine, and a Batch job reads only S3: stage and process it in one "
+                f"command with odins-ravne batch {input_root} --out s3://BUCKET/PREFIX, or give an s3:// input")
+    if not is_s3(output_root):
+        return f"the output {output_root} is on this machine, and a Batch job writes only to S3: give --out s3://BUCKET/PREFIX"
+    return None
 
 
 def unusable_roots(input_root: str, output_root: str) -> str | None:
