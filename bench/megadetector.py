@@ -4,7 +4,7 @@
 
 MegaDetector v5a/v5b (and v1000 redwood) are YOLOv5x6 at 1280 px. No weights can be downloaded
 here, so this builds a randomly initialised YOLOv5x6 with MegaDetector's three classes and saves it
-in the published file format (tests/megadetector_support.py writes the same); the model's cost is
+in the published file format (``bench.random_checkpoints``, which the tests use too); the model's cost is
 the trained one's. It then runs ``bench.stage1`` (baseline, engine, limit in their own processes,
 ratios measured in the same run) on it at 1280, with a reduced count so that it finishes in minutes
 on a CPU, and prints the same ``engine/baseline=... engine/limit=...`` line.
@@ -19,7 +19,7 @@ import argparse
 from pathlib import Path
 
 from bench import stage1
-from tests.megadetector_support import build_yolov5, save_megadetector_checkpoint
+from bench.random_checkpoints import build_yolov5, save_megadetector_checkpoint
 
 
 def random_megadetector_v5(folder: Path) -> Path:

@@ -14,7 +14,7 @@
 This module holds what they share: the ``Detection`` they return, the ``Detector`` base class
 (batching, halving the batch on out-of-memory errors, the decode-size hook the engine asks),
 letterboxing, the label -> category map, YOLO-style NMS, the uint8 input wrapper every ONNX export
-uses and the TensorRT engine built from such an export.
+uses, the torch backend's runner, ONNX Runtime's providers and the TensorRT engine built from an export.
 
 Categories. Every detection carries one of ``schemas.DETECTION_CATEGORIES`` and the model's own label.
 A COCO model's labels map as: person -> person; bicycle, car, motorcycle, airplane, bus, train, truck,
@@ -278,6 +278,57 @@ class UInt8Input(torch.nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         out = self.model(images.permute(0, 3, 1, 2).float() / 255.0)
         return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def torch_runner(model: torch.nn.Module, device: str):
+    """The torch backend: a function from a uint8 NHWC batch of canvases (numpy) to float predictions.
+
+    CUDA runs under fp16 autocast. channels_last pays on the CPU too (oneDNN: YOLOv3-tiny at 416
+    went from 35 to 20 ms an image here), and the NHWC input permuted to NCHW already is
+    channels_last in memory, so it costs no copy.
+    """
+    wrapped = UInt8Input(model).to(device).to(memory_format=torch.channels_last)
+    use_cuda = device.startswith("cuda")
+
+    def run(batch: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(batch).to(device, non_blocking=True)
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=use_cuda):
+            return wrapped(tensor).float()
+
+    return run
+
+
+def build_runner(backend: str, device: str, runners: dict[str, Any]) -> tuple[str, Any]:
+    """``(backend, runner)`` for a model whose ``runners`` maps torch / onnx / tensorrt to a factory.
+
+    ``auto`` is TensorRT on a GPU and torch on the CPU. Where TensorRT cannot run (no ``tensorrt``
+    package, no GPU), its factory raises :class:`TensorRTUnavailable` and this falls back to torch
+    with one log line, so a GPU image without the extra still runs.
+    """
+    if backend == "auto":
+        backend = "tensorrt" if device.startswith("cuda") else "torch"
+    if backend == "tensorrt":
+        try:
+            return backend, runners[backend]()
+        except TensorRTUnavailable as exc:
+            backend = "torch"
+            log.warning("TensorRT backend unavailable (%s): falling back to the torch backend on %s", exc, device)
+    if backend not in runners:
+        raise ValueError(f"unknown backend {backend!r}: use {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}")
+    return backend, runners[backend]()
+
+
+def onnx_providers(device: str) -> list[str]:
+    """ONNX Runtime's providers for ``device``: CUDA first where the installed onnxruntime has it;
+    on a GPU without it, the CPU with one warning (the caller then runs on the CPU)."""
+    import onnxruntime as ort
+
+    if not device.startswith("cuda"):
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    log.warning("onnxruntime has no CUDA provider here (install onnxruntime-gpu): running ONNX on the CPU")
+    return ["CPUExecutionProvider"]
 
 
 class TensorRTUnavailable(RuntimeError):

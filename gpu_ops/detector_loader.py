@@ -40,9 +40,9 @@ def load_detector(model: str = "default", *, backend: str = "auto", device: str 
     its own).
 
     ``backend``: auto (on a GPU TensorRT, falling back to torch when the tensorrt package is
-    missing; on the CPU ONNX Runtime for the default model, torch for MegaDetector's YOLOv5), torch,
-    onnx or tensorrt; it applies to the default model and YOLOv5 checkpoints (an ultralytics file's
-    own type decides its runtime). ``animal_score`` (``best`` | ``sum``, :mod:`gpu_ops.animalness`)
+    missing; on the CPU ONNX Runtime for the default model, torch for the others), torch, onnx or
+    tensorrt; it applies to the default model and to YOLOv5 and ultralytics ``.pt`` checkpoints (an
+    ultralytics ``.onnx`` or ``.engine`` file named directly runs as it is). ``animal_score`` (``best`` | ``sum``, :mod:`gpu_ops.animalness`)
     applies to the default COCO model only: the others have one animal class. ``cold_start_s`` on the result is the load + warm-up time of the first call.
     """
     key = (model, backend, device, image_size, conf_threshold, iou_threshold, animal_score)
@@ -92,7 +92,7 @@ def _build(model: str, backend: str, device: str, image_size: int, conf: float, 
     from gpu_ops.detector_ultralytics import UltralyticsDetector
 
     options["image_size"] = image_size or ULTRALYTICS_INPUT_SIZE
-    return UltralyticsDetector(path, **options)
+    return UltralyticsDetector(path, backend=backend, **options)
 
 
 def _existing(path_text: str, model: str) -> Path:

@@ -13,7 +13,8 @@
   The engine decodes these images at full size: a reduced JPEG decode followed by the bilinear resize
   would not be the pixels MegaDetector sees (see ``decode_reduction``).
 * ultralytics checkpoints (v1000 larch/sorrel, v6) run in ``UltralyticsDetector`` with
-  MegaDetector's class map.
+  MegaDetector's class map, on the same four backends (ultralytics' own exports, cached next to
+  the checkpoint; see ``detector_ultralytics``).
 
 Backends for YOLOv5: ``torch`` (CUDA: fp16 autocast, channels_last), ``onnx`` (exported once per
 checkpoint next to it, uint8 NHWC input with dynamic batch, height and width; ONNX Runtime) and
@@ -47,10 +48,12 @@ from gpu_ops.detector import (
     Detector,
     Letterbox,
     TensorRTEngine,
-    TensorRTUnavailable,
     UInt8Input,
+    build_runner,
     import_tensorrt,
+    onnx_providers,
     to_detections,
+    torch_runner,
     yolo_nms,
 )
 from gpu_ops.detector_ultralytics import UltralyticsDetector
@@ -90,7 +93,7 @@ def load_megadetector(path: Path, *, backend: str, device: str, image_size: int,
     options = dict(device=device, image_size=image_size, conf_threshold=conf_threshold, iou_threshold=iou_threshold)
     if checkpoint_format(path) == "yolov5":
         return YOLOv5Detector(path, backend=backend, name=name, **options)
-    return UltralyticsDetector(path, name=name or path.stem, class_categories=CLASS_CATEGORIES, **options)
+    return UltralyticsDetector(path, backend=backend, name=name or path.stem, class_categories=CLASS_CATEGORIES, **options)
 
 
 class _YOLOv5Unpickler(pickle.Unpickler):
@@ -186,28 +189,11 @@ class YOLOv5Detector(Detector):
 
     # --- backends -----------------------------------------------------------------------------
     def _make_runner(self, backend: str):
-        if backend == "auto":
-            backend = "tensorrt" if self.device.startswith("cuda") else "torch"
-        if backend == "tensorrt":
-            try:
-                return self._tensorrt_runner()
-            except TensorRTUnavailable as exc:
-                backend = "torch"
-                log.warning("TensorRT backend unavailable (%s): falling back to the torch backend on %s", exc, self.device)
-        if backend == "onnx":
-            return self._onnx_runner()
-        if backend != "torch":
-            raise ValueError(f"unknown backend {backend!r}: use auto, torch, onnx or tensorrt")
-        self.backend = "torch"
-        model = UInt8Input(self.model).to(self.device).to(memory_format=torch.channels_last)
-        use_cuda = self.device.startswith("cuda")
-
-        def run(batch: np.ndarray) -> torch.Tensor:
-            tensor = torch.from_numpy(batch).to(self.device, non_blocking=True)
-            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=use_cuda):
-                return model(tensor).float()
-
-        return run
+        self.backend, runner = build_runner(backend, self.device, {
+            "torch": lambda: torch_runner(self.model, self.device), "onnx": self._onnx_runner,
+            "tensorrt": self._tensorrt_runner,
+        })
+        return runner
 
     def onnx_path(self) -> Path:
         """Exported once per checkpoint, cached next to it (batch, height and width stay dynamic)."""
@@ -247,17 +233,12 @@ class YOLOv5Detector(Detector):
     def _onnx_runner(self):
         import onnxruntime as ort
 
-        providers = ["CPUExecutionProvider"]
-        if self.device.startswith("cuda"):
-            if "CUDAExecutionProvider" in ort.get_available_providers():
-                providers.insert(0, "CUDAExecutionProvider")
-            else:
-                log.warning("onnxruntime has no CUDA provider here (install onnxruntime-gpu): running ONNX on the CPU")
-                self.device = "cpu"
+        providers = onnx_providers(self.device)
+        if "CUDAExecutionProvider" not in providers:
+            self.device = "cpu"
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         session = ort.InferenceSession(str(self.onnx_path()), options, providers=providers)
-        self.backend = "onnx"
 
         def run(batch: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(session.run(["predictions"], {"images": batch})[0])
@@ -269,7 +250,6 @@ class YOLOv5Detector(Detector):
         shape = (self.image_size, self.image_size)
         engine = TensorRTEngine(trt, self.onnx_path(), self.path.parent, shape, self.device, max_batch=16)
         self._square = True  # one engine shape: every canvas padded to the full square
-        self.backend = "tensorrt"
         return engine.run
 
     # --- inference ------------------------------------------------------------------------------

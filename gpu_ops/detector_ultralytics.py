@@ -3,6 +3,16 @@ decides the runtime; also the MegaDetector v6 / v1000 checkpoints, which were tr
 
 A COCO model's labels map to categories by name (``detector.category_for_label``); a model without a
 single label that maps detects nothing, and says so once when loaded.
+
+Backends, for a ``.pt`` checkpoint (an ``.onnx`` or ``.engine`` file named directly runs as it is):
+``torch`` (ultralytics' own PyTorch inference), ``onnx`` and ``tensorrt``. The last two are
+ultralytics' own exports (its exporter knows every head it trains, YOLOv10's NMS-free one included,
+and its runtime reads the class names back from the export), made once per checkpoint digest, input
+size and (TensorRT) GPU, precision and version, and cached next to the checkpoint under names that
+say so; processes starting together export once (``weights.cache_lock``). The ONNX export has a
+dynamic batch; the TensorRT one is FP16 with a dynamic batch of up to ``TENSORRT_MAX_BATCH``.
+``auto``: TensorRT on a GPU, falling back to torch with one log line where the ``tensorrt``
+package is missing (``detector.build_runner``), torch on the CPU (as for MegaDetector's YOLOv5).
 """
 
 from __future__ import annotations
@@ -11,23 +21,31 @@ import hashlib
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from gpu_ops.detector import (
     MAX_DETECTIONS_PER_IMAGE,
     Detection,
     Detector,
     Letterbox,
+    build_runner,
     category_for_label,
     configure_torch_threads,
+    import_tensorrt,
     to_detections,
 )
 from gpu_ops.fileio import sha256_file
-from gpu_ops.weights import default_model_dir
+from gpu_ops.weights import cache_lock, default_model_dir
 
 log = logging.getLogger("gpu_ops")
+
+# Part of the cached export names: bump it whenever the export's options change.
+EXPORT_VERSION = 1
+TENSORRT_MAX_BATCH = 16
 
 
 def prepare_ultralytics_environment() -> None:
@@ -66,15 +84,21 @@ class UltralyticsDetector(Detector):
     """Any ultralytics model file; ``class_categories`` overrides the label-based mapping (MegaDetector)."""
 
     def __init__(self, path: Path, *, device: str, image_size: int, conf_threshold: float, iou_threshold: float,
-                 name: str | None = None, class_categories: dict[int, str] | None = None):
+                 backend: str = "auto", name: str | None = None, class_categories: dict[int, str] | None = None):
         super().__init__()
         ultralytics = import_ultralytics()
+        self.path = path
         self.image_size = image_size
         self.conf_threshold = conf_threshold
         self.iou_threshold = iou_threshold
         self.device = device
-        self.backend = f"ultralytics-{path.suffix.lstrip('.') or 'model'}"
-        self.model = ultralytics.YOLO(str(path), task="detect")
+        runtime_file = path
+        if path.suffix.lower() == ".pt":
+            _, runtime_file = build_runner(backend, device, {
+                "torch": lambda: path, "onnx": self.onnx_path, "tensorrt": self._tensorrt_path,
+            })
+        self.backend = f"ultralytics-{runtime_file.suffix.lstrip('.') or 'model'}"
+        self.model = ultralytics.YOLO(str(runtime_file), task="detect")
         names = self.model.names or {}
         self.labels = {int(i): str(n) for i, n in (names.items() if isinstance(names, dict) else enumerate(names))}
         if class_categories is not None:
@@ -90,12 +114,45 @@ class UltralyticsDetector(Detector):
         digest = sha256_file(path)[:16] if path.is_file() else hashlib.sha256(str(path).encode()).hexdigest()[:16]
         self.signature = f"{self.name}:{digest}:{image_size}:conf={conf_threshold}:iou={iou_threshold}"
 
+    # --- exports: made once, cached next to the checkpoint ---------------------------------------
+    def onnx_path(self) -> Path:
+        return self._export("onnx", f"{self.image_size}", dynamic=True)
+
+    def _tensorrt_path(self) -> Path:
+        trt = import_tensorrt(self.device)
+        gpu = torch.cuda.get_device_name(torch.device(self.device)).replace(" ", "_").replace("/", "_")
+        tag = f"{self.image_size}-{gpu}-fp16-b{TENSORRT_MAX_BATCH}-trt{trt.__version__}"
+        return self._export("engine", tag, dynamic=True, quantize=16, batch=TENSORRT_MAX_BATCH)
+
+    def _export(self, fmt: str, tag: str, **options) -> Path:
+        digest = sha256_file(self.path)[:12]
+        suffix = ".onnx" if fmt == "onnx" else ".engine"
+        target = self.path.with_name(f"{self.path.stem}-{digest}-{tag}-export{EXPORT_VERSION}{suffix}")
+        if target.is_file():
+            return target
+        with cache_lock(self.path.parent):
+            if target.is_file():
+                return target
+            # ultralytics writes its export beside the file it loaded: a link in a staging folder
+            # keeps that (and the intermediate ONNX of a TensorRT build) out of the cache.
+            with tempfile.TemporaryDirectory(prefix=".export-", dir=self.path.parent) as staging:
+                link = Path(staging) / self.path.name
+                link.symlink_to(self.path.resolve())
+                log.info("exporting %s to %s (one-off)", self.path.name, fmt)
+                exported = import_ultralytics().YOLO(str(link), task="detect").export(
+                    format=fmt, imgsz=self.image_size, device=self.device, verbose=False, **options
+                )
+                Path(exported).replace(target)
+        log.info("exported %s", target)
+        return target
+
     def _infer(self, canvases: list[np.ndarray], boxes: list[Letterbox]) -> list[list[Detection]]:
         # ultralytics takes BGR arrays; the canvases are already image_size square, so its own
         # letterbox is a no-op and our Letterbox maps the boxes back.
         results = self.model.predict(
             [np.ascontiguousarray(canvas[..., ::-1]) for canvas in canvases], imgsz=self.image_size,
-            conf=self.conf_threshold, iou=self.iou_threshold, device=self.device, half=self.device.startswith("cuda"),
+            conf=self.conf_threshold, iou=self.iou_threshold, device=self.device,
+            quantize=16 if self.device.startswith("cuda") else None,
             max_det=MAX_DETECTIONS_PER_IMAGE, verbose=False, batch=len(canvases),
         )
         found = []

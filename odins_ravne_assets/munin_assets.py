@@ -138,6 +138,7 @@ def detections(context: AssetExecutionContext, pipeline: PipelineResource, gpu_r
         metadata={
             **pictures,
             "detections": table.num_rows,
+            "model": pipeline.settings.pipeline.stage1.model,
             "media_with_detections": len(set(table.column("file_path").to_pylist())),
             "by_label": MetadataValue.md(
                 markdown_table([{"category": c, "label": l, "count": n} for (c, l), n in by_label.most_common()])

@@ -1,6 +1,7 @@
-"""MegaDetector's YOLOv5 checkpoints batched through the engine, against MegaDetector's own inference.
+"""MegaDetector checkpoints batched through the engine: YOLOv5 ones against MegaDetector's own
+inference, ultralytics ones' ONNX export against their torch inference.
 
-Random weights in the published file format (tests/megadetector_support.py): the boxes are junk,
+Random weights in the published file format (bench.random_checkpoints): the boxes are junk,
 but the same junk both ways only if the preprocessing, the model, NMS and the box geometry all agree.
 The fast tests use YOLOv5n6 (the same P6 head and stride 64 as MegaDetector v5's YOLOv5x6); the slow
 one the real YOLOv5x6 at 1280.
@@ -17,11 +18,19 @@ import pytest
 from PIL import Image, ImageOps
 
 import ultralytics
-from gpu_ops.boxes import iou
+from bench.random_checkpoints import (
+    MD_NAMES,
+    build_ultralytics,
+    build_yolov5,
+    save_megadetector_checkpoint,
+    save_ultralytics_checkpoint,
+)
 from gpu_ops.detector_loader import load_detector
 from gpu_ops.detector_megadetector import YOLOv5Detector, checkpoint_format
+from gpu_ops.detector_ultralytics import UltralyticsDetector
 from gpu_ops.engine import run_detection
-from tests.megadetector_support import build_yolov5, reference_detections, save_megadetector_checkpoint
+from gpu_ops.fileio import sha256_file
+from tests.megadetector_support import assert_boxes_match, reference_detections
 
 ASSETS = Path(ultralytics.__file__).parent / "assets"
 CONF = 0.3
@@ -56,23 +65,10 @@ def _engine(detector, photos):
     return results, stats
 
 
-def _assert_matches(found, reference, *, min_boxes: int) -> int:
-    """Every box above the threshold (+ the tolerance, so a score right at it may fall either side)
-    has a partner of the same class at IoU >= 0.9 and conf within 0.02, both ways. Boxes of no size (under a pixel)
-    (clipped to an edge) are left out: Stage 1 drops them."""
-    compared = 0
-    ours = [(d.label, d.conf, d.bbox) for d in found]
-    theirs = [({0: "animal", 1: "person", 2: "vehicle"}[c], conf, box) for c, conf, box in reference]
-    for first, second in ((theirs, ours), (ours, theirs)):
-        for label, conf, box in first:
-            if conf < CONF + 0.02 or min(box[2], box[3]) < 1e-3:
-                continue
-            partners = [(iou(box, other), other_conf) for other_label, other_conf, other in second if other_label == label]
-            best = max(partners, default=(0.0, 0.0))
-            assert best[0] >= 0.9 and abs(best[1] - conf) <= 0.02, (label, conf, box, best)
-            compared += 1
-    assert compared >= min_boxes
-    return compared
+def _as_reference(found) -> list[tuple[int, float, tuple[float, float, float, float]]]:
+    """One backend's detections in ``reference_detections``' form, to compare another with."""
+    ids = {name: i for i, name in MD_NAMES.items()}
+    return [(ids[d.label], d.conf, d.bbox) for d in found]
 
 
 def test_checkpoint_is_in_the_published_format(small_checkpoint):
@@ -90,7 +86,7 @@ def test_engine_matches_megadetector_inference(small_checkpoint, photos):
     results, stats = _engine(detector, photos)
     assert stats.full_decodes >= 3 and stats.reduced_decodes == 0  # YOLOv5 resizes the full image
     compared = sum(
-        _assert_matches(results[p][0], reference_detections(small_checkpoint, p, image_size=640, conf=CONF), min_boxes=5)
+        assert_boxes_match(results[p][0], reference_detections(small_checkpoint, p, image_size=640, conf=CONF), min_boxes=5, conf=CONF)
         for p in photos
     )
     assert compared >= 40
@@ -116,8 +112,7 @@ def test_onnx_backend_matches_torch(small_checkpoint, photos):
     got, _ = _engine(onnx_detector, photos)  # three input shapes through one dynamic-shape export
     compared = 0
     for path in photos:
-        reference = [({"animal": 0, "person": 1, "vehicle": 2}[d.label], d.conf, d.bbox) for d in expected[path][0]]
-        compared += _assert_matches(got[path][0], reference, min_boxes=0)
+        compared += assert_boxes_match(got[path][0], _as_reference(expected[path][0]), min_boxes=0, conf=CONF)
     assert compared >= 30
 
 
@@ -148,6 +143,50 @@ def test_not_a_checkpoint_is_one_clear_error(tmp_path):
         load_detector(f"megadetector:{tmp_path / 'md_v5a.0.0.pt'}", device="cpu")
 
 
+# --- ultralytics-format MegaDetector (v1000 larch/sorrel, v6): ultralytics' exports -----------
+
+UL_CONF = 0.2  # the random head below scores boxes around 0.2-0.35
+
+
+@pytest.fixture(scope="module")
+def ultralytics_checkpoint(tmp_path_factory) -> Path:
+    """A random YOLO11n (sorrel is YOLO11s, larch YOLO11l: the same head) in the v1000 file format."""
+    return save_ultralytics_checkpoint(build_ultralytics("yolo11n.yaml", class_bias=-1.5),
+                                       tmp_path_factory.mktemp("md1000") / "md_v1000.0.0-sorrel.pt")
+
+
+def test_ultralytics_onnx_export_matches_torch(ultralytics_checkpoint, photos):
+    folder = ultralytics_checkpoint.parent
+    torch_detector = load_detector(f"megadetector:{ultralytics_checkpoint}", backend="torch", device="cpu",
+                                   image_size=640, conf_threshold=UL_CONF)
+    onnx_detector = load_detector(f"megadetector:{ultralytics_checkpoint}", backend="onnx", device="cpu",
+                                  image_size=640, conf_threshold=UL_CONF)
+    assert isinstance(onnx_detector, UltralyticsDetector)
+    assert (torch_detector.backend, onnx_detector.backend) == ("ultralytics-pt", "ultralytics-onnx")
+    assert onnx_detector.categories == torch_detector.categories == {0: "animal", 1: "person", 2: "vehicle"}
+    # Exported once, next to the checkpoint, under a name carrying its digest; no staging left behind.
+    export = folder / f"md_v1000.0.0-sorrel-{sha256_file(ultralytics_checkpoint)[:12]}-640-export1.onnx"
+    assert sorted(p.name for p in folder.iterdir() if p.name != ".lock") == sorted([ultralytics_checkpoint.name, export.name])
+    expected, _ = _engine(torch_detector, photos)
+    got, _ = _engine(onnx_detector, photos)  # one dynamic-batch export for the whole batch
+    compared = sum(assert_boxes_match(got[p][0], _as_reference(expected[p][0]), min_boxes=5, conf=UL_CONF) for p in photos)
+    assert compared >= 30
+    written = export.stat().st_mtime_ns
+    again = load_detector(f"megadetector:{ultralytics_checkpoint}", backend="onnx", device="cpu", image_size=640,
+                          conf_threshold=UL_CONF + 0.05)
+    assert again is not onnx_detector and again.backend == "ultralytics-onnx" and export.stat().st_mtime_ns == written
+
+
+def test_ultralytics_tensorrt_falls_back_to_torch_with_one_line(ultralytics_checkpoint, monkeypatch, caplog):
+    monkeypatch.setitem(__import__("sys").modules, "tensorrt", None)
+    with caplog.at_level(logging.WARNING, logger="gpu_ops"):
+        detector = load_detector(f"megadetector:{ultralytics_checkpoint}", backend="tensorrt", device="cpu",
+                                 image_size=640, conf_threshold=0.3)
+    assert detector.backend == "ultralytics-pt"
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "TensorRT backend unavailable" in warning and "falling back to the torch backend" in warning
+
+
 @pytest.mark.slow
 def test_megadetector_v5_architecture_at_1280_matches(tmp_path, photos):
     """YOLOv5x6 at 1280, as MegaDetector v5a/v5b and v1000 redwood (about a minute on two cores)."""
@@ -156,4 +195,4 @@ def test_megadetector_v5_architecture_at_1280_matches(tmp_path, photos):
     detector = load_detector(f"megadetector:{checkpoint}", backend="torch", device="cpu", image_size=1280, conf_threshold=CONF)
     results, _ = _engine(detector, photos[1:])
     for path in photos[1:]:
-        _assert_matches(results[path][0], reference_detections(checkpoint, path, image_size=1280, conf=CONF), min_boxes=5)
+        assert_boxes_match(results[path][0], reference_detections(checkpoint, path, image_size=1280, conf=CONF), min_boxes=5, conf=CONF)
