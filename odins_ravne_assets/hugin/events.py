@@ -8,11 +8,25 @@ A camera trap fires bursts; analysts count *events* (a visit of one species), no
    the detector label (``dog``).
 2. Per camera and per category (animal, person, vehicle: never mixed), cut the time-ordered
    detections into *sequences* wherever consecutive detections are more than ``window_minutes`` apart.
-3. Label smoothing, animals only: within one sequence each species gets a vote weighted by confidence
-   (detector conf x classifier score). When one species holds more than half of the votes, species
-   holding less than ``label_smoothing`` of the votes are relabelled to it: a single "deer" inside a
-   burst of "elk" is one more elk. Species with a larger share stay separate events (a fox and a
-   badger really can share a night).
+3. Label smoothing, animals only (``smoothing``): within one frame, then within one sequence, each
+   species gets a vote weighted by confidence (detector conf x classifier score). When one species
+   holds more than half of the votes, species holding less than ``label_smoothing`` of the votes
+   are relabelled to it: a single "deer" inside a burst of "elk" is one more elk. Species with a
+   larger share stay separate events (a fox and a badger really can share a night). With the
+   taxonomy (``smoothing="taxonomy"``, the default; :mod:`hugin.taxonomy`), a label that is an
+   ancestor of exactly one other label of the frame or sequence is that animal named less
+   precisely ("Cervidae" beside "red deer" is the red deer); ``"vote"`` is the sequence vote alone,
+   ``"off"`` none of it.
+   Rollup (``rollup_below``, off by default): a species whose mean classifier score in the sequence
+   is below the threshold is relabelled to the lowest ancestor whose summed support is not, the
+   support of a taxon being the sum of the mean scores of the sequence's unsure species under it
+   (capped at 1; a sure species is an animal of its own): a burst split between red deer (0.45)
+   and roe deer (0.40) is Cervidae (0.85); a species nothing supports enough becomes Animalia. Each event records the rank it was rolled up to
+   (``rollup_level``, also where SpeciesNet's ensemble rolled its labels up).
+   Reviewed labels (``reviews``, :mod:`hugin.review`) win: a reviewed detection takes the reviewer's
+   label; a media reviewed as a whole has its detections replaced by the reviewer's record (one
+   per species, with its count; none when blank). Reviewed labels vote but are never relabelled or
+   rolled up, and their events are marked ``reviewed``.
 4. Per camera, category and (smoothed) species, a gap of more than ``window_minutes`` between
    consecutive detections starts a new event. ``max_count`` is the largest number of *individuals* of
    that species in any one media frame (the largest simultaneous count, not a sum over the burst).
@@ -64,6 +78,7 @@ import pyarrow as pa
 from gpu_ops import schemas
 from gpu_ops.boxes import iou, share_inside
 from odins_ravne_assets.hugin.deployments import NO_CAPTURE_TIME, UNDATED, timestamp_plausibility
+from odins_ravne_assets.hugin.taxonomy import Lineage, common_names, lineage_of, smooth_and_roll_up
 
 # Stage 2 does not always label people and vehicles; these are the names their events carry then.
 _DEFAULT_NAMES = {
@@ -72,6 +87,11 @@ _DEFAULT_NAMES = {
 }
 BLANK = "blank"
 EVENT_CATEGORIES = ("animal", "person", "vehicle", BLANK)
+SMOOTHING = ("taxonomy", "vote", "off")
+# A review's observation type -> the detection category it stands for (blank: no detection), and
+# the names a review of that type carries when the reviewer gave none.
+REVIEW_CATEGORIES = {"animal": "animal", "human": "person", "vehicle": "vehicle"}
+_REVIEW_NAMES = {"animal": ("animal", "Animalia"), **_DEFAULT_NAMES}
 PER_CAMERA_KEYS = ("compression_window", "min_confidence")
 
 
@@ -90,7 +110,12 @@ class _Detection:
     conf: float
     weight: float  # the vote in label smoothing: detector conf x classifier score
     bbox: tuple[float, float, float, float] | None = None  # normalized x, y, w, h when known
-    source: str = "detector"  # detector | motion | detector+motion
+    source: str = "detector"  # detector | motion | detector+motion | review
+    score: float | None = None  # the classifier's score of its label
+    lineage: Lineage = ()
+    rollup_level: str | None = None
+    reviewed: bool = False
+    count: int | None = None  # a reviewer's count of this species in the media
 
 
 def settings_for_camera(
@@ -133,6 +158,9 @@ def condense_events(
     min_confidence: float,
     per_camera: Mapping[str, Mapping[str, float]] | None = None,
     label_smoothing: float | None = 0.25,
+    smoothing: str = "taxonomy",
+    rollup_below: float | None = None,
+    reviews: pa.Table | None = None,
     media: pa.Table | None = None,
     now: datetime | None = None,
 ) -> pa.Table:
@@ -144,7 +172,8 @@ def condense_events(
     Keyword arguments beyond the first two are optional refinements:
     ``per_camera`` overrides window / min_confidence per camera (see :func:`settings_for_camera`);
     ``label_smoothing`` is the vote share below which a minority species in a sequence is relabelled
-    to the majority (``None`` or 0 turns smoothing off); ``media`` (``schemas.MEDIA``) adds blank
+    to the majority (``None`` or 0 turns smoothing off); ``smoothing`` and ``rollup_below`` are the
+    taxonomy steps and ``reviews`` (``schemas.REVIEWS``) the reviewed labels of step 3; ``media`` (``schemas.MEDIA``) adds blank
     events for ok media in which nothing was kept; ``now`` is when "in the future" begins for tables
     without a ``timestamp_issue`` column (default: the current time).
     """
@@ -153,11 +182,17 @@ def condense_events(
         raise ValueError(
             f"label_smoothing is {label_smoothing}: use a vote share in [0, 0.5), or None to turn it off"
         )
+    if smoothing not in SMOOTHING:
+        raise ValueError(f"smoothing is {smoothing!r}: use one of {', '.join(SMOOTHING)}")
+    if rollup_below is not None and not 0.0 < rollup_below <= 1.0:
+        raise ValueError(f"rollup_below is {rollup_below}: use a score in (0, 1], or None to turn rollup off")
     _require_columns(detections, ("camera_id", "detection_id", "timestamp", "conf"), "detections")
     _require_columns(species_labels, ("detection_id",), "species_labels")
 
     by_camera: dict[str, list[dict[str, Any]]] = defaultdict(list)
     labels = _labels_by_detection(species_labels)
+    names = common_names(labels.values())
+    reviewed = _reviews_by_camera(reviews)
     for row in detections.to_pylist():
         by_camera[row["camera_id"]].append(row)
     media_by_camera: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -173,13 +208,16 @@ def condense_events(
             camera_id, window_minutes=window_minutes, min_confidence=min_confidence, per_camera=per_camera
         )
         kept = _without_parts(_kept_detections(by_camera.get(camera_id, []), labels, min_conf, now))
+        if camera_id in reviewed:
+            every = _kept_detections(by_camera.get(camera_id, []), labels, 0.0, now)
+            kept = _apply_reviews(kept, every, reviewed[camera_id], media_by_camera.get(camera_id, []))
         gap = timedelta(minutes=window)
         smoothed: list[_Detection] = []
         for category in ("animal", "person", "vehicle"):
             of_category = [d for d in kept if d.category == category]
             for sequence in _sequences(of_category, gap):
-                if category == "animal" and label_smoothing:
-                    sequence = _smooth(sequence, label_smoothing)
+                if category == "animal":
+                    sequence = smooth_and_roll_up(sequence, smoothing, label_smoothing, rollup_below, names)
                 smoothed.extend(sequence)
         events.extend(_events_from_detections(smoothed, gap))
         if media is not None:
@@ -199,7 +237,8 @@ def _require_columns(table: pa.Table, columns: Iterable[str], name: str) -> None
 def _labels_by_detection(species_labels: pa.Table) -> dict[tuple[str | None, str], dict[str, Any]]:
     # Keyed by camera too: detection ids start with the content hash, so the same photo copied into
     # two camera folders has the same ids in both.
-    wanted = [c for c in ("camera_id", "detection_id", "species", "scientific_name", "crop_path", "score")
+    wanted = [c for c in ("camera_id", "detection_id", "species", "scientific_name", "crop_path", "score",
+                          "classifier_label", "taxon_rank", "taxon_class", "rollup_level")
               if c in species_labels.column_names]
     return {(row.get("camera_id"), row["detection_id"]): row for row in species_labels.select(wanted).to_pylist()}
 
@@ -229,8 +268,10 @@ def _kept_detections(
         label = labels.get((row["camera_id"], row["detection_id"])) or labels.get((None, row["detection_id"])) or {}
         species = label.get("species")
         scientific = label.get("scientific_name")
+        lineage = lineage_of(label)
         if not species:
             species, scientific = _DEFAULT_NAMES.get(category, (row.get("label") or category, None))
+            lineage = lineage_of({"scientific_name": scientific})
         score = label.get("score")
         weight = float(conf) * (float(score) if score is not None else 1.0)
         timestamp, dated = _placed_time(row, now)
@@ -250,9 +291,73 @@ def _kept_detections(
                 weight=weight,
                 bbox=_bbox(row),
                 source=row.get("source") or "detector",
+                score=None if score is None else float(score),
+                lineage=lineage,
+                rollup_level=label.get("rollup_level"),
             )
         )
     return kept
+
+
+def _reviews_by_camera(reviews: pa.Table | None) -> dict[str, tuple[dict[str, dict], dict[str, list[dict]]]]:
+    """camera -> (detection-level reviews by detection id, media-level reviews by file path)."""
+    out: dict[str, tuple[dict[str, dict], dict[str, list[dict]]]] = {}
+    for row in (reviews.to_pylist() if reviews is not None else []):
+        by_detection, by_media = out.setdefault(row["camera_id"], ({}, defaultdict(list)))
+        if row["detection_id"]:
+            by_detection[row["detection_id"]] = row
+        else:
+            by_media[row["file_path"]].append(row)
+    return out
+
+
+def _as_reviewed(d: _Detection, review: Mapping[str, Any], **changes: Any) -> _Detection | None:
+    category = REVIEW_CATEGORIES.get(review["observation_type"])
+    if category is None:  # reviewed as blank: the detection was not an animal, person or vehicle
+        return None
+    named = review["species"] or review["scientific_name"]
+    species = review["species"] or review["scientific_name"] or _REVIEW_NAMES[category][0]
+    scientific = review["scientific_name"] if named else _REVIEW_NAMES[category][1]
+    return replace(d, category=category, species=species, scientific_name=scientific, score=1.0,
+                   lineage=lineage_of({"scientific_name": scientific}), rollup_level=None, reviewed=True,
+                   count=review["count"], **changes)
+
+
+def _apply_reviews(
+    kept: list[_Detection], every: list[_Detection], review: tuple[dict[str, dict], dict[str, list[dict]]],
+    media_rows: list[dict[str, Any]],
+) -> list[_Detection]:
+    """The kept detections with the reviewers' labels (see step 3 of the module docstring).
+
+    A media reviewed as a whole keeps the reviewer's record even where the model kept nothing (an
+    animal the detector missed): its time comes from the media table, its picture from the media's
+    best detection of that category, if any.
+    """
+    by_detection, by_media = review
+    out = [d for d in kept if d.file_path not in by_media and d.detection_id not in by_detection]
+    # A reviewed detection counts even below min_confidence: a person confirmed it.
+    for d in every:
+        if d.file_path not in by_media and d.detection_id in by_detection:
+            relabelled = _as_reviewed(d, by_detection[d.detection_id])
+            if relabelled is not None:
+                out.append(relabelled)
+    media_time = {r["file_path"]: (r["timestamp"], r["dated"]) for r in media_rows}
+    for file_path, rows in sorted(by_media.items()):
+        in_media = [d for d in every if d.file_path == file_path]
+        for i, row in enumerate(rows):
+            category = REVIEW_CATEGORIES.get(row["observation_type"])
+            if category is None:
+                continue
+            seen = [d for d in in_media if d.category == category] or in_media
+            best = max(seen, key=lambda d: (d.conf, d.detection_id)) if seen else None
+            timestamp, dated = (best.timestamp, best.dated) if best else media_time.get(file_path, (None, False))
+            base = best or _Detection(
+                camera_id=row["camera_id"], detection_id=f"{file_path}#review{i}", file_path=file_path, frame_number=0,
+                timestamp=timestamp, dated=dated, category=category, species="", scientific_name=None, crop_path=None,
+                conf=1.0, weight=1.0)
+            out.append(_as_reviewed(base, row, detection_id=base.detection_id, timestamp=timestamp, dated=dated,
+                                    bbox=None, source="review", weight=1.0))
+    return out
 
 
 def _bbox(row: Mapping[str, Any]) -> tuple[float, float, float, float] | None:
@@ -316,26 +421,6 @@ def _sequences(detections: list[_Detection], gap: timedelta) -> list[list[_Detec
     return sequences
 
 
-def _smooth(sequence: list[_Detection], share: float) -> list[_Detection]:
-    votes: dict[str, float] = defaultdict(float)
-    for d in sequence:
-        votes[d.species] += d.weight
-    total = sum(votes.values())
-    if len(votes) < 2 or total <= 0:
-        return sequence
-    # Ties broken by name so the outcome never depends on row order.
-    majority = max(votes, key=lambda s: (votes[s], s))
-    if votes[majority] <= 0.5 * total:
-        return sequence
-    named = max((d for d in sequence if d.species == majority), key=lambda d: d.weight)
-    out = []
-    for d in sequence:
-        if d.species != majority and votes[d.species] < share * total:
-            d = replace(d, species=majority, scientific_name=named.scientific_name)
-        out.append(d)
-    return out
-
-
 def _event_id(camera_id: str, category: str, species: str | None, start: datetime | None, first: str) -> str:
     # Readable prefix (camera, start) for humans; the hash keeps ids unique and stable across runs.
     digest = hashlib.sha1(
@@ -353,8 +438,11 @@ def _events_from_detections(detections: list[_Detection], gap: timedelta) -> lis
     for (category, species), members in sorted(groups.items()):
         for run in _sequences(members, gap):
             per_frame: dict[tuple[str, int], list] = defaultdict(list)
+            counted: dict[tuple[str, int], int] = {}
             for d in run:
                 per_frame[(d.file_path, d.frame_number)].append(d.bbox)
+                if d.count is not None:  # a reviewer counted this species in the media
+                    counted[(d.file_path, d.frame_number)] = max(d.count, counted.get((d.file_path, d.frame_number), 0))
             best = max(run, key=lambda d: (d.conf, d.crop_path is not None, -_ts(d), d.detection_id))
             times = [d.timestamp for d in run if d.dated]
             start = min(times) if times else None
@@ -368,11 +456,13 @@ def _events_from_detections(detections: list[_Detection], gap: timedelta) -> lis
                     "start": start,
                     "end": max(times) if times else None,
                     "n_media": len({d.file_path for d in run}),
-                    "max_count": max(_individuals(boxes) for boxes in per_frame.values()),
+                    "max_count": max(counted.get(frame, _individuals(boxes)) for frame, boxes in per_frame.items()),
                     "best_conf": best.conf,
                     "representative_file_path": best.file_path,
                     "representative_detection_id": best.detection_id,
                     "representative_crop_path": best.crop_path,
+                    "rollup_level": best.rollup_level,
+                    "reviewed": any(d.reviewed for d in run),
                 }
             )
     return events
@@ -425,6 +515,8 @@ def _blank_events(
                 "representative_file_path": run[0]["file_path"],
                 "representative_detection_id": None,
                 "representative_crop_path": None,
+                "rollup_level": None,
+                "reviewed": False,
             }
         )
     return events
