@@ -119,6 +119,25 @@ EVENTS = pa.schema(
         ("representative_file_path", pa.string()),
         ("representative_detection_id", pa.string()),
         ("representative_crop_path", pa.string()),
+        ("rollup_level", pa.string()),  # genus | family | order | class | kingdom when rolled up; else null
+        ("reviewed", pa.bool_()),  # a person's label (the reviews table), not the model's
+    ]
+)
+
+# Labels a person checked (Timelapse, a Camtrap DP editor, a MegaDetector file: hugin.review). Kept
+# apart from the model's tables, so a re-run of any stage never loses them.
+REVIEWS = pa.schema(
+    [
+        ("camera_id", pa.string()),
+        ("file_path", pa.string()),
+        ("detection_id", pa.string()),  # null: the review is the record of the whole media
+        ("observation_type", pa.string()),  # animal | human | vehicle | blank
+        ("species", pa.string()),
+        ("scientific_name", pa.string()),
+        ("count", pa.int32()),  # individuals of the species in the media; null when not counted
+        ("source", pa.string()),  # timelapse | camtrap-dp | megadetector
+        ("source_file", pa.string()),
+        ("imported_at", TIMESTAMP),  # UTC
     ]
 )
 
@@ -192,6 +211,7 @@ TABLES = {
     "deployments": DEPLOYMENTS,
     "costs": COSTS,
     "clusters": CLUSTERS,
+    "reviews": REVIEWS,
 }
 PER_CAMERA = frozenset(TABLES) - {"clusters"}
 

@@ -123,6 +123,12 @@ class EventSettings:
     per_camera: dict = field(default_factory=dict)  # camera_id -> {compression_window, min_confidence}
     # A file's modification time counts as its capture time (hugin.deployments: off, it is the copy's time)
     use_file_mtime: bool = False
+    # Label smoothing within frames and sequences (hugin.events): taxonomy | vote (the sequence vote
+    # alone) | off
+    smoothing: str = "taxonomy"
+    # Roll a species whose mean classifier score in a sequence is below this up to its lowest
+    # confident taxon (hugin.taxonomy); None: off
+    rollup_below: float | None = bounded(None, 0.0, 1.0, above=True)
 
 
 @dataclass(frozen=True)
@@ -216,6 +222,7 @@ _CHOICES = {
     "pipeline.stage1.backend": ("auto", "torch", "onnx", "tensorrt"),
     "pipeline.stage1.animal_score": ("sum", "best"),
     "cloud.queue.adapter": ("s3", "sqs"),
+    "pipeline.events.smoothing": ("taxonomy", "vote", "off"),
 }
 
 

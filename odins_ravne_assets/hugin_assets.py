@@ -101,6 +101,9 @@ def condensed_reports(context: AssetExecutionContext, pipeline: PipelineResource
         window_minutes=settings.compression_window,
         min_confidence=settings.min_confidence,
         per_camera=settings.per_camera,
+        smoothing=settings.smoothing,
+        rollup_below=settings.rollup_below,
+        reviews=output.read_parquet(schemas.camera_prefix("reviews", camera_id), empty=schemas.REVIEWS),
         media=media_fixed,
     )
     path = output.write_parquet(schemas.camera_key("events", camera_id), events)
