@@ -49,7 +49,7 @@ from PIL import Image
 
 from gpu_ops.cropper import crop_box, encode_jpeg, fit_within
 from gpu_ops.detector import Detection, Detector, Letterbox
-from gpu_ops.media import displayed_size, exif_orientation, upright
+from gpu_ops.media import displayed_size, exif_orientation, open_image, upright
 
 log = logging.getLogger("gpu_ops")
 
@@ -141,7 +141,7 @@ def decode_for_detection(source: Union[Source, Callable[[], Source]], detector: 
         image, size = _rgb(upright(value, orientation)), displayed_size(value, orientation)
     else:
         data = value
-        image = Image.open(io.BytesIO(data))
+        image = open_image(io.BytesIO(data))
         orientation = exif_orientation(image)
         size = displayed_size(image, orientation)
         # The power-of-two reduction the detector's own letterbox applies to a full decode: same model input.
@@ -184,7 +184,7 @@ def cut_crops(decoded: _Decoded, detections: list[Detection], crop_min_conf: flo
     if source.width < needed * width - 0.5:
         if decoded.data is None:
             raise RuntimeError("no encoded bytes held to decode the image again for its crops")
-        source = Image.open(io.BytesIO(decoded.data))
+        source = open_image(io.BytesIO(decoded.data))
         _draft(source, needed)
         source = _rgb(upright(source, decoded.orientation))
         source.load()

@@ -30,6 +30,7 @@ reuses it, and the next run tries the file again.
 
 from __future__ import annotations
 
+import io
 import math
 import re
 import subprocess
@@ -44,7 +45,7 @@ from typing import Any, TypeVar
 import imageio_ffmpeg
 from botocore.exceptions import BotoCoreError, ClientError
 import numpy as np
-from PIL import ExifTags, Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
 from gpu_ops import schemas
 from gpu_ops.fileio import sha256_file
@@ -78,17 +79,23 @@ _EXIF_TIME_TAGS = (
 _SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 
 
-def _open_image(path: Path) -> Image.Image:
-    """``PIL.Image.open`` as Pillow ships it.
+def open_image(source: Path | io.BytesIO) -> Image.Image:
+    """``PIL.Image.open`` as Pillow ships it, strict about truncated files.
 
     ultralytics replaces ``PIL.Image.open`` at import with a wrapper that, for a file Pillow cannot
     identify, pip-installs a HEIF plugin at run time and retries (raising ModuleNotFoundError when
     offline). Probing a card's junk files must neither install packages nor depend on whether
     ultralytics was imported in this process, so we call the function it wrapped.
+
+    speciesnet and megadetector set ``ImageFile.LOAD_TRUNCATED_IMAGES = True`` when imported, which
+    makes a truncated JPEG decode as "ok" with a grey bottom: here a truncated file is a broken file
+    whatever was imported before, so the flag is put back before every open (it is read when the
+    pixels load, which the callers do right after).
     """
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     patches = sys.modules.get("ultralytics.utils.patches")
     opener = getattr(patches, "_image_open", None) or Image.open
-    return opener(path)
+    return opener(source)
 
 
 def media_type_for(path: Path | str) -> str | None:
@@ -162,7 +169,7 @@ def load_image(path: Path, *, max_side: int | None = None) -> np.ndarray:
     """
     if max_side is not None and max_side < 1:
         raise ValueError(f"max_side must be a positive number of pixels, got {max_side}")
-    with warnings.catch_warnings(), _open_image(path) as img:
+    with warnings.catch_warnings(), open_image(path) as img:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit applies
         _check_pixels(img)
         width, height = img.size
@@ -315,7 +322,7 @@ def _probe_image(path: Path) -> dict[str, Any]:
         with warnings.catch_warnings():
             # Our own limit applies; Pillow's process-wide one must not decide instead.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with _open_image(path) as img:
+            with open_image(path) as img:
                 _check_pixels(img)
                 exif = _read_exif(img)
                 width, height = img.size
