@@ -62,6 +62,29 @@ DETECTIONS = pa.schema(
     ]
 )
 
+# One row per place where a box recurs across a camera's triggers and days (gpu_ops.repeat_detections).
+# Its detections are left out of crops, species labels, events, sites, exports and Stage 3's
+# observations while ``suppressed``; a row of this table pasted into repeat_detections_keep.csv keeps it.
+REPEAT_DETECTIONS = pa.schema(
+    [
+        ("camera_id", pa.string()),
+        ("bbox_x", pa.float32()),  # the place: its strongest detection's box
+        ("bbox_y", pa.float32()),
+        ("bbox_w", pa.float32()),
+        ("bbox_h", pa.float32()),
+        ("label", pa.string()),  # the strongest detection's label, e.g. "sheep" for a rock
+        ("detections", pa.int32()),
+        ("triggers", pa.int32()),  # distinct bursts (a single photo or video is a trigger of its own)
+        ("days", pa.int32()),  # distinct capture dates
+        ("first_seen", TIMESTAMP),
+        ("last_seen", TIMESTAMP),
+        ("example_file_path", pa.string()),  # the strongest detection's media, to look at
+        ("suppressed", pa.bool_()),  # False where repeat_detections_keep.csv keeps the place
+        ("reason", pa.string()),
+        ("detection_ids", pa.list_(pa.string())),
+    ]
+)
+
 CROPS = pa.schema(
     [
         ("camera_id", pa.string()),
@@ -205,6 +228,7 @@ COSTS = pa.schema(
 TABLES = {
     "media": MEDIA,
     "detections": DETECTIONS,
+    "repeat_detections": REPEAT_DETECTIONS,
     "crops": CROPS,
     "species_labels": SPECIES_LABELS,
     "events": EVENTS,

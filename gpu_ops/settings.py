@@ -132,6 +132,17 @@ class EventSettings:
 
 
 @dataclass(frozen=True)
+class RepeatDetectionSettings:
+    """Repeat-detection elimination per camera (gpu_ops.repeat_detections says why these defaults)."""
+
+    enabled: bool = True
+    iou: float = bounded(0.7, 0.0, 1.0, above=True)  # boxes this close are the same place
+    min_triggers: int = bounded(4, 2)  # distinct triggers (bursts) a place must recur in...
+    min_days: int = bounded(2, 1)  # ...on at least this many days
+    min_conf: float = bounded(0.1, 0.0, 1.0)  # detections below are not counted
+
+
+@dataclass(frozen=True)
 class ClusterSettings:
     min_cluster_size: int = bounded(2, 2)  # HDBSCAN's smallest cluster
     min_samples: int = bounded(1, 1)
@@ -145,6 +156,7 @@ class PipelineSettings:
     crops: CropSettings = field(default_factory=CropSettings)
     stage2: Stage2Settings = field(default_factory=Stage2Settings)
     events: EventSettings = field(default_factory=EventSettings)
+    repeat_detections: RepeatDetectionSettings = field(default_factory=RepeatDetectionSettings)
     clusters: ClusterSettings = field(default_factory=ClusterSettings)
     sensitive_species: list = field(default_factory=list)  # scientific names generalized in exports
     # Burst-aware detection (gpu_ops.fusion.BurstConfig): on for bursts of 3+ frames; {enabled: false} turns it off.

@@ -12,6 +12,7 @@ from pathlib import Path
 from dagster import AssetExecutionContext, AutomationCondition, MaterializeResult, MetadataValue, asset
 
 from gpu_ops import schemas
+from gpu_ops.repeat_detections import without_suppressed
 from odins_ravne_assets.hugin.clusters import cluster_locations
 from odins_ravne_assets.hugin.deployments import (
     apply_clock_offsets,
@@ -88,7 +89,8 @@ def deployments(context: AssetExecutionContext, pipeline: PipelineResource) -> M
 def condensed_reports(context: AssetExecutionContext, pipeline: PipelineResource) -> MaterializeResult:
     camera_id = validate_camera_id(context.partition_key)
     output, settings = pipeline.output, pipeline.settings.pipeline.events
-    detections = output.read_parquet(schemas.camera_prefix("detections", camera_id), empty=schemas.DETECTIONS)
+    detections = without_suppressed(output.read_parquet(schemas.camera_prefix("detections", camera_id), empty=schemas.DETECTIONS),
+                                    output.read_parquet(schemas.camera_prefix("repeat_detections", camera_id)))
     labels = output.read_parquet(schemas.camera_prefix("species_labels", camera_id), empty=schemas.SPECIES_LABELS)
     media = output.read_parquet(schemas.camera_prefix("media", camera_id))
     camera_deployments = output.read_parquet(schemas.camera_prefix("deployments", camera_id), empty=schemas.DEPLOYMENTS)
@@ -205,7 +207,8 @@ def reports(context: AssetExecutionContext, pipeline: PipelineResource) -> Mater
     group_name="hugin",
     kinds={"duckdb"},
     description="Stage 3: OUTPUT/stage3/odins_ravne.duckdb with the views media, detections, crops, "
-    "species_labels, events, clusters, deployments, observations, sites and site_species.",
+    "repeat_detections, species_labels, events, clusters, deployments, observations (without the suppressed "
+    "repeat detections), sites and site_species.",
 )
 def stage3_database(context: AssetExecutionContext, pipeline: PipelineResource) -> MaterializeResult:
     counts = build_stage3(

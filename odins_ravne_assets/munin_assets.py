@@ -27,6 +27,7 @@ from gpu_ops import schemas
 from gpu_ops.cropper import crop_detection, encode_jpeg
 from gpu_ops.fusion import BurstConfig
 from gpu_ops.media import load_image
+from gpu_ops.repeat_detections import KEEP_FILE, camera_repeats, read_keep_file, without_suppressed
 from odins_ravne_assets.munin.ingest import build_manifest
 from odins_ravne_assets.munin.preview import contact_sheet, markdown_image
 from odins_ravne_assets.munin.publish import detections_table, species_table, stage1_pending, stage2_pending
@@ -158,12 +159,55 @@ def detections(context: AssetExecutionContext, pipeline: PipelineResource, gpu_r
     deps=[detections],
     group_name="munin",
     kinds={"parquet"},
+    description="Repeat detections: places where a box recurs in many triggers of the camera on several "
+    f"days (a rock, a branch), one row each; their detections are left out of crops, events, exports and "
+    f"Stage 3's observations. {KEEP_FILE} at the top of the input keeps a place (gpu_ops.repeat_detections).",
+)
+def repeat_detections(context: AssetExecutionContext, pipeline: PipelineResource) -> MaterializeResult:
+    camera_id = _camera(context)
+    output = pipeline.output
+    keep = read_keep_file(pipeline.input.read_bytes(KEEP_FILE)) if pipeline.input.exists(KEEP_FILE) else {}
+    found = output.read_parquet(schemas.camera_prefix("detections", camera_id), empty=schemas.DETECTIONS)
+    table = camera_repeats(found, output.read_parquet(schemas.camera_prefix("media", camera_id)),
+                           pipeline.settings.pipeline.repeat_detections, keep)
+    path = output.write_parquet(schemas.camera_key("repeat_detections", camera_id), table)
+    places = table.drop_columns(["detection_ids"]).to_pylist()
+    suppressed = [p for p in places if p["suppressed"]]
+    # One picture per suppressed place: its strongest detection, box drawn.
+    by_id = {d["detection_id"]: d for d in found.to_pylist()}
+    examples = [max((by_id[i] for i in ids), key=lambda d: d["conf"])
+                for ids, gone in zip(table.column("detection_ids").to_pylist(), table.column("suppressed").to_pylist()) if gone]
+    sheet = contact_sheet(examples, pipeline.camera_input(camera_id)) if examples else None
+    pictures = {"preview": MetadataValue.md(markdown_image(sheet, f"suppressed places of {camera_id}"))} if sheet else {}
+    for place in suppressed:
+        context.log.info(f"camera {camera_id}: suppressed {place['detections']} detections ({place['label']}) at "
+                         f"[{place['bbox_x']:.3f}, {place['bbox_y']:.3f}, {place['bbox_w']:.3f}, {place['bbox_h']:.3f}]: {place['reason']}")
+    return MaterializeResult(
+        metadata={
+            **pictures,
+            "places": len(places),
+            "suppressed_places": len(suppressed),
+            "suppressed_detections": sum(p["detections"] for p in suppressed),
+            "kept_by_user": len(places) - len(suppressed),
+            "keep_file": KEEP_FILE if keep else "none",
+            "repeat_detections": MetadataValue.md(markdown_table(places)),
+            "path": MetadataValue.path(path),
+        }
+    )
+
+
+@asset(
+    partitions_def=cameras,
+    deps=[repeat_detections],
+    group_name="munin",
+    kinds={"parquet"},
     description="JPEG crops of the detections at or above pipeline.crops.min_confidence, with an index.",
 )
 def crops(context: AssetExecutionContext, pipeline: PipelineResource) -> MaterializeResult:
     camera_id = _camera(context)
     _, table, _ = detections_table(pipeline.output, camera_id, pipeline.settings)
     output = pipeline.output
+    table = without_suppressed(table, output.read_parquet(schemas.camera_prefix("repeat_detections", camera_id)))
     table, recut = _recut_missing_crops(camera_id, table, output, pipeline.camera_input(camera_id), pipeline.settings)
     if recut:
         context.log.warning(f"camera {camera_id}: {recut} crop files were missing and were cut again")
@@ -245,4 +289,4 @@ def species_labels(context: AssetExecutionContext, pipeline: PipelineResource, g
     )
 
 
-MUNIN_ASSETS = [raw_images, detections, crops, species_labels]
+MUNIN_ASSETS = [raw_images, detections, repeat_detections, crops, species_labels]

@@ -43,9 +43,13 @@ def query_command(sql: str | None, output_root: str, *, sql_file: str | None = N
 def _output_tables(output) -> dict:
     from gpu_ops import schemas
 
+    from gpu_ops.repeat_detections import without_suppressed
+
     tables = {name: output.read_parquet(name, empty=schema) for name, schema in schemas.TABLES.items()}
     if tables["media"].num_rows == 0:
         raise FileNotFoundError(f"no results under {output.root}: run `odins-ravne process INPUT --out {output.root}` first")
+    # The exports carry answers: a suppressed repeat detection (a rock) is none (gpu_ops.repeat_detections).
+    tables["detections"] = without_suppressed(tables["detections"], tables["repeat_detections"])
     return tables
 
 

@@ -77,6 +77,10 @@ FROM detections d
 LEFT JOIN species_labels s ON s.camera_id = d.camera_id AND s.detection_id = d.detection_id
 LEFT JOIN clusters c ON c.camera_id = d.camera_id
 LEFT JOIN camera_clock o ON o.camera_id = d.camera_id
+-- A suppressed repeat detection (a rock in many triggers: gpu_ops.repeat_detections) is no observation.
+WHERE NOT EXISTS (SELECT 1 FROM (SELECT camera_id, unnest(detection_ids) AS detection_id
+                                 FROM repeat_detections WHERE suppressed) r
+                  WHERE r.camera_id = d.camera_id AND r.detection_id = d.detection_id)
 UNION ALL BY NAME
 SELECT
     e.camera_id,

@@ -5,6 +5,8 @@ import pyarrow as pa
 import pytest
 from hugin_tables import Shots
 
+from gpu_ops import schemas
+
 from odins_ravne_assets.hugin.clusters import cluster_locations, camera_locations
 from odins_ravne_assets.hugin.deployments import build_deployments, trap_nights
 from odins_ravne_assets.hugin.events import condense_events
@@ -34,7 +36,8 @@ def survey_connection():
     media, detections, labels, events, clustering = survey()
     con = duckdb.connect()
     for name, t in (("media", media), ("detections", detections), ("species_labels", labels),
-                    ("events", events), ("clusters", clustering.table)):
+                    ("events", events), ("clusters", clustering.table),
+                    ("repeat_detections", schemas.REPEAT_DETECTIONS.empty_table())):
         con.register(f"{name}_arrow", t)
         con.execute(f"CREATE VIEW {name} AS SELECT * FROM {name}_arrow")
     return con, (media, detections, labels, events, clustering)
@@ -116,7 +119,8 @@ def test_clock_offsets_reach_the_observations(tmp_path):
     pq.write_table(build_deployments(media, csv_table, now=NOW), path)
     con = duckdb.connect()
     for name, t in (("media", media), ("detections", detections), ("species_labels", labels),
-                    ("events", events), ("clusters", clustering.table)):
+                    ("events", events), ("clusters", clustering.table),
+                    ("repeat_detections", schemas.REPEAT_DETECTIONS.empty_table())):
         con.register(f"{name}_arrow", t)
         con.execute(f"CREATE VIEW {name} AS SELECT * FROM {name}_arrow")
     for sql in extra_view_statements(deployments_parquet=str(path)):
