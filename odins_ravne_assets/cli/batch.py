@@ -62,7 +62,7 @@ def batch_command(
     import botocore.exceptions
 
     from gpu_ops.storage import is_s3, join
-    from odins_ravne_assets.cli import odin
+    from odins_ravne_assets.cli.odin import cost_report as print_cost_report, stage3_download
     from odins_ravne_assets.cli.process import ensure_dagster_home, process
     from resources.profiles import load_profile
     from resources.staging import StagingError, stage_cards
@@ -90,6 +90,9 @@ def batch_command(
             summary = stage_cards(cameras, staged_root, region=settings.storage.region, progress=progress)
     except StagingError as err:
         return error(str(err))
+    except KeyboardInterrupt:
+        print("stopped while staging the cards; what was staged is kept: run the same command again to resume", file=sys.stderr)
+        return 130
     except botocore.exceptions.NoCredentialsError:
         return error("no AWS credentials: run `aws configure` (or set AWS_PROFILE), or point AWS_ENDPOINT_URL at moto")
     except botocore.exceptions.ClientError as err:
@@ -103,12 +106,12 @@ def batch_command(
     if code != 0:
         return code
     if local_output:
-        code = odin.stage3_download(s3_uri=out, local_dir=local_output, echo=echo)
+        code = stage3_download(s3_uri=out, local_dir=local_output, echo=echo)
         if code != 0:
             return code
     if cost_report:
         echo("")
-        return odin.cost_report(output_root=out, profile=run_profile, echo=echo)
+        return print_cost_report(output_root=out, profile=run_profile, echo=echo)
     return 0
 
 
@@ -128,8 +131,12 @@ def camera_folders(cards: list[str], *, skip: Path | None = None) -> tuple[list[
         if not root.is_dir():
             return [], f"{card} is not a folder: give the folder of the camera folders (or one camera's folder)"
         folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.resolve() != skip)
-        if not folders and any(media_type_for(p.name) for p in root.iterdir() if p.is_file()):
+        loose = sorted(p.name for p in root.iterdir() if p.is_file() and media_type_for(p.name))
+        if loose and not folders:
             folders = [root]
+        elif loose:
+            print(f"warning: {len(loose)} media files directly under {root} are in no camera folder and are not staged "
+                  f"(e.g. {loose[0]!r}): put each camera's media in its own folder", file=sys.stderr)
         valid, invalid = split_valid([p.name for p in folders])
         for name, reason in invalid.items():
             print(f"skipping folder {name!r}: {reason}", file=sys.stderr)
@@ -191,6 +198,8 @@ class _progress:
         from tqdm import tqdm
 
         if phase not in self.bars:
+            for bar in self.bars.values():  # hashing is done when staging starts
+                bar.close()
             label = {"hash": "hashing the cards", "upload": "staging to S3"}[phase]
             self.bars[phase] = tqdm(total=total, unit="B", unit_scale=True, desc=label, dynamic_ncols=True)
         self.bars[phase].update(n)
