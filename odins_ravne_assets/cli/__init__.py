@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from odins_ravne_assets.cli import batch, console, models, odin, process, results
+from odins_ravne_assets.cli import batch, console, models, odin, process, results, review
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,6 +62,20 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--camera", required=True, help="the camera the file belongs to (paths relative to its folder)")
     i.add_argument("--out", required=True)
     i.add_argument("--profile")
+
+    rv = sub.add_parser("review", help="reviewed labels: import them (Timelapse, Camtrap DP, MegaDetector), sample media to review")
+    rv.add_argument("action", choices=["import", "sample"])
+    rv.add_argument("file", nargs="?", help="import: the Timelapse CSV, Camtrap DP observations.csv or MegaDetector JSON")
+    rv.add_argument("--format", choices=["timelapse", "camtrap-dp", "megadetector"], help="import: what the file is")
+    rv.add_argument("--results", default=os.environ.get("ODINS_RAVNE_OUTPUT", "demo_output"), help="what process wrote (OUTPUT)")
+    rv.add_argument("--camera", help="import: the file covers this camera, paths relative to its folder")
+    rv.add_argument("--species-field", default="Species", help="import timelapse: the data field holding the label")
+    rv.add_argument("--count-field", default="Count", help="import timelapse: the data field holding the count")
+    rv.add_argument("--per-camera", type=int, default=20, help="sample: media per camera (half positives, half negatives)")
+    rv.add_argument("--seed", type=int, default=0, help="sample: the random seed")
+    rv.add_argument("--out", help="sample: the folder to write the sample into")
+    rv.add_argument("--input", help="sample: the input root, to copy the sampled media too")
+    rv.add_argument("--profile")
 
     infra = sub.add_parser("infra", help="the AWS stack: deploy, status, teardown (run from a checkout)")
     infra.add_argument("action", choices=["deploy", "status", "teardown"])
@@ -122,6 +136,16 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return results.export_command(args.format, args.out, args.dest, camera_id=args.camera, profile=args.profile)
     if args.command == "import":
         return results.import_command(args.json, args.input, args.out, args.camera, profile=args.profile)
+    if args.command == "review" and args.action == "import":
+        if not args.file or not args.format:
+            parser.error("review import needs the FILE and --format timelapse|camtrap-dp|megadetector")
+        return review.import_command(args.file, args.format, args.results, camera_id=args.camera,
+                                     species_field=args.species_field, count_field=args.count_field, profile=args.profile)
+    if args.command == "review":
+        if not args.out:
+            parser.error("review sample needs --out DIR (where the sample goes)")
+        return review.sample_command(args.results, args.out, per_camera=args.per_camera, seed=args.seed,
+                                     input_root=args.input, profile=args.profile)
     if args.command == "infra" and args.action == "deploy":
         if not args.image:
             parser.error("infra deploy needs --image URI (the GPU image pushed to ECR)")

@@ -59,6 +59,7 @@ def export_command(kind: str, output_root: str, dest: str, *, camera_id: str | N
     from odins_ravne_assets.hugin.camtrap_dp_export import export_camtrap_dp, validate_camtrap_dp
     from odins_ravne_assets.hugin.deployments import apply_clock_offsets
     from odins_ravne_assets.hugin.megadetector_export import export_megadetector
+    from odins_ravne_assets.hugin.review import reviewed_tables
     from resources.profiles import load_profile
 
     settings = load_profile(profile)
@@ -66,6 +67,9 @@ def export_command(kind: str, output_root: str, dest: str, *, camera_id: str | N
         t = _output_tables(open_storage(output_root, settings.storage))
     except FileNotFoundError as err:
         return error(str(err))
+    # Reviewed labels win over the model's (hugin.review).
+    t["detections"], t["species_labels"] = reviewed_tables(t["media"], t["detections"], t["species_labels"], t["reviews"],
+                                                           boxes_only=kind == "megadetector")
     if kind == "megadetector":
         doc = export_megadetector(dest, media=t["media"], detections=t["detections"], species_labels=t["species_labels"], camera_id=camera_id)
         print(f"wrote {dest}: {len(doc['images'])} media (MegaDetector batch output, format {doc['info'].get('format_version')})")

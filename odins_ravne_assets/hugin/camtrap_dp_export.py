@@ -15,6 +15,8 @@ Decisions the standard forces:
 - A deployment needs coordinates and a start/end: cameras lacking them (no GPS, no usable times)
   are left out of the package with their media and observations, and listed in the result.
 - Only ok media with a timestamp are media rows; failed media are in the MegaDetector export.
+- Labels a person reviewed (:func:`hugin.review.reviewed_tables`, events marked ``reviewed``) are
+  ``classificationMethod: human``; a media reviewed as a whole without a model box has no box.
 - Deployments of cameras where a sensitive species was seen get rounded coordinates and a
   ``coordinateUncertainty`` that covers the rounding (:mod:`hugin.sensitive_species`).
 """
@@ -187,12 +189,12 @@ def export_camtrap_dp(
             "eventStart": when, "eventEnd": when, "observationLevel": "media",
             "observationType": OBSERVATION_TYPES.get(d["category"], "unknown"),
             "scientificName": label.get("scientific_name") or ("Homo sapiens" if d["category"] == "person" else ""),
-            "count": 1,
+            "count": label.get("count") or 1,  # a reviewer's count (hugin.review.reviewed_tables)
             "bboxX": _num(_clip(d["bbox_x"]), 6), "bboxY": _num(_clip(d["bbox_y"]), 6),
             # Camtrap DP wants boxes of positive size; a degenerate box is kept as the smallest one.
-            "bboxWidth": _num(max(1e-6, _clip(d["bbox_w"]) or 0.0), 6),
-            "bboxHeight": _num(max(1e-6, _clip(d["bbox_h"]) or 0.0), 6),
-            "classificationMethod": "machine",
+            "bboxWidth": _num(max(1e-6, _clip(d["bbox_w"]) or 0.0), 6) if d["bbox_w"] is not None else "",
+            "bboxHeight": _num(max(1e-6, _clip(d["bbox_h"]) or 0.0), 6) if d["bbox_h"] is not None else "",
+            "classificationMethod": label.get("classification_method") or "machine",
             "classifiedBy": label.get("classification_source") or d["model"] or "",
             "classificationProbability": _num(label.get("score") if label.get("score") is not None else d["conf"], 4),
         })
@@ -208,7 +210,7 @@ def export_camtrap_dp(
             "observationType": OBSERVATION_TYPES.get(e["category"], "unknown"),
             "scientificName": e["scientific_name"] or "",
             "count": e["max_count"] if (e["max_count"] or 0) >= 1 else "",
-            "classificationMethod": "machine" if e["category"] != "blank" else "",
+            "classificationMethod": ("human" if e.get("reviewed") else "machine") if e["category"] != "blank" else "",
             "classificationProbability": _num(e["best_conf"], 4),
         })
 
