@@ -89,6 +89,7 @@ def test_prod_instance_yaml_is_valid_dagster_config(tmp_path, monkeypatch):
 
     for name in ("DAGSTER_PG_HOST", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB", "ODINS_RAVNE_BUCKET"):
         monkeypatch.setenv(name, "x")
+    monkeypatch.setenv("DAGSTER_PG_PORT", "5432")
     (tmp_path / "dagster.yaml").write_text((ROOT / "infra" / "dagster.prod.yaml").read_text())
     config, _ = dagster_instance_config(str(tmp_path))
     assert "postgres" in config["storage"]
