@@ -57,6 +57,65 @@ COCO_TAXONOMY = {
 VEHICLE = COCO_TAXONOMY["vehicle"]
 HUMAN = COCO_TAXONOMY["person"]
 
+# Class, order, family, genus, species of the taxa above, as SpeciesNet spells them: the lineage
+# Timelapse searches (a search for "canidae" finds the dogs) and the MegaDetector export describes.
+HIGHER_TAXA = {
+    "Aves": "aves;;;;",
+    "Felis catus": "mammalia;carnivora;felidae;felis;catus",
+    "Canis familiaris": "mammalia;carnivora;canidae;canis;familiaris",
+    "Equus caballus": "mammalia;perissodactyla;equidae;equus;caballus",
+    "Ovis aries": "mammalia;cetartiodactyla;bovidae;ovis;aries",
+    "Bos taurus": "mammalia;cetartiodactyla;bovidae;bos;taurus",
+    "Elephantidae": "mammalia;proboscidea;elephantidae;;",
+    "Ursidae": "mammalia;carnivora;ursidae;;",
+    "Equus (Hippotigris)": "mammalia;perissodactyla;equidae;equus;",
+    "Giraffa": "mammalia;cetartiodactyla;giraffidae;giraffa;",
+    "Animalia": ";;;;",
+    "Homo sapiens": "mammalia;primates;hominidae;homo;sapiens",
+}
+TOP_CLASSES = 5  # a classifier's best classes kept per detection (SpeciesNet's ensemble weighs five)
+
+
+def lineage(taxon: Taxon) -> str:
+    """SpeciesNet's label layout ``uuid;class;order;family;genus;species;common name`` for any taxon.
+
+    The uuid is SpeciesNet's own and stays empty here; ranks the taxon does not name are empty.
+    """
+    path = HIGHER_TAXA.get(taxon.scientific_name or "")
+    if path is None:
+        ranks = dict.fromkeys(("class", "order", "family", "genus", "species"), "")
+        ranks["class"] = (taxon.taxon_class or "").lower()
+        words = (taxon.scientific_name or "").lower().split()
+        if taxon.taxon_rank == "species" and len(words) == 2:
+            ranks["genus"], ranks["species"] = words
+        elif taxon.taxon_rank in ranks and taxon.taxon_rank != "species" and words:
+            ranks[taxon.taxon_rank] = words[0]
+        path = ";".join(ranks.values())
+    return f";{path};{taxon.species.lower()}"
+
+
+def taxon_of_lineage(label: str) -> Taxon:
+    """The taxon a lineage string (the layout of :func:`lineage`) names: its lowest rank filled in."""
+    parts = label.split(";")
+    if len(parts) != 7:
+        return Taxon(label, None, None, None)
+    _, klass, order, family, genus, species, common = parts
+    ranks = (("species", f"{genus.capitalize()} {species}" if species else ""), ("genus", genus.capitalize()),
+             ("family", family.capitalize()), ("order", order.capitalize()), ("class", klass.capitalize()))
+    rank, name = next(((r, n) for r, n in ranks if n), (None, None))
+    return Taxon(common or name or label, name, rank, klass.capitalize() or None)
+
+
+def top_classifications(classes: list[tuple[Taxon, float]], lineages: list[str] | None = None) -> list[dict] | None:
+    """The ``top_classifications`` column of one detection from its best classes, best first.
+
+    ``lineages``: the classifier's own lineage strings (SpeciesNet's labels, with its uuids), else built.
+    """
+    if len(classes) < 2:
+        return None
+    own = lineages or [lineage(t) for t, _ in classes]
+    return [{"species": t.species, "lineage": line, "score": float(s)} for (t, s), line in zip(classes[:TOP_CLASSES], own)]
+
 
 def taxon_for_label(label: str, category: str) -> Taxon:
     if category == "person":
@@ -81,9 +140,14 @@ class Classifier(abc.ABC):
     def classify(self, detections: list[dict], crops: list[np.ndarray | None]) -> list[tuple[Taxon, float]]:
         """A taxon and a score for each detection (and its crop, when ``needs_images``)."""
 
+    def ranked(self, detections: list[dict], crops: list[np.ndarray | None]) -> list[list[tuple[Taxon, float]]]:
+        """Each detection's best classes, best first; a classifier that names one class gives that one."""
+        return [[c] for c in self.classify(detections, crops)]
+
     def label_rows(self, detections: list[dict], crops: list[np.ndarray | None]) -> list[dict]:
         """The Stage 2 result columns of each detection; a classifier that knows more adds columns."""
-        return [{**taxon_columns(t), "score": s, "classification_source": self.name} for t, s in self.classify(detections, crops)]
+        return [{**taxon_columns(classes[0][0]), "score": classes[0][1], "classification_source": self.name,
+                 "top_classifications": top_classifications(classes)} for classes in self.ranked(detections, crops)]
 
 
 class CocoTaxonomyClassifier(Classifier):
@@ -118,10 +182,14 @@ class UltralyticsClassifier(Classifier):
         self.taxa = {i: COCO_TAXONOMY.get(str(n).lower(), Taxon(str(n), None, None, None)) for i, n in names.items()}
 
     def classify(self, detections, crops):
+        return [classes[0] for classes in self.ranked(detections, crops)]
+
+    def ranked(self, detections, crops):
         results = self.model.predict(
             [c for c in crops], imgsz=self.image_size, device=self.device, verbose=False
         )
-        return [(self.taxa[int(r.probs.top1)], float(r.probs.top1conf)) for r in results]
+        return [[(self.taxa[int(i)], float(c)) for i, c in zip(r.probs.top5, r.probs.top5conf)][:TOP_CLASSES]
+                for r in results]
 
 
 class TorchScriptClassifier(Classifier):
@@ -155,6 +223,9 @@ class TorchScriptClassifier(Classifier):
         return self.torch.from_numpy(np.stack(batch)).to(self.device)
 
     def classify(self, detections, crops):
+        return [classes[0] for classes in self.ranked(detections, crops)]
+
+    def ranked(self, detections, crops):
         with self.torch.inference_mode():
             logits = self.model(self._tensor(crops))
             probs = self.torch.softmax(logits.float(), dim=1).cpu().numpy()
@@ -162,5 +233,5 @@ class TorchScriptClassifier(Classifier):
             raise ValueError(
                 f"{self.name} outputs {probs.shape[1]} classes but the labels file has {len(self.taxa)} lines"
             )
-        top = probs.argmax(axis=1)
-        return [(self.taxa[i], float(probs[row, i])) for row, i in enumerate(top)]
+        best = np.argsort(-probs, axis=1, kind="stable")[:, :TOP_CLASSES]
+        return [[(self.taxa[i], float(probs[row, i])) for i in order] for row, order in enumerate(best)]

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpu_ops.classifier import Classifier, Taxon, taxon_columns
+from gpu_ops.classifier import Classifier, Taxon, taxon_columns, taxon_of_lineage, top_classifications
 
 DEFAULT_RELEASE = "speciesnet-v4.0.3a"  # the speciesnet package's own DEFAULT_MODEL
 # MegaDetector categories as the ensemble's detector side names them ("1"/"2"/"3" in its output).
@@ -73,14 +73,7 @@ def taxon_of(label: str) -> Taxon:
         return Taxon("animal", "Animalia", "kingdom", None)
     if label == Classification.UNKNOWN:
         return Taxon("unknown", None, None, None)
-    parts = label.split(";")
-    if len(parts) != 7:
-        return Taxon(label, None, None, None)
-    _, klass, order, family, genus, species, common = parts
-    ranks = (("species", f"{genus.capitalize()} {species}" if species else ""), ("genus", genus.capitalize()),
-             ("family", family.capitalize()), ("order", order.capitalize()), ("class", klass.capitalize()))
-    rank, name = next(((r, n) for r, n in ranks if n), (None, None))
-    return Taxon(common or name or label, name, rank, klass.capitalize() or None)
+    return taxon_of_lineage(label)
 
 
 def _loadable_folder(folder: Path) -> Path:
@@ -173,6 +166,8 @@ class SpeciesNetClassifier(Classifier):
                 "geofenced": "geofence" in source,
                 "raw_label": top["classes"][0],
                 "raw_score": float(top["scores"][0]),
+                "top_classifications": top_classifications(
+                    [(taxon_of(c), float(v)) for c, v in zip(top["classes"], top["scores"])], lineages=top["classes"]),
                 "country": places[key].get("country"),
                 "admin1_region": places[key].get("admin1_region"),
             })

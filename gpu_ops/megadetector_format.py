@@ -11,7 +11,19 @@ imported by the MegaDetector detector adapters, the import (Munin) and the expor
 - videos carry ``frame_rate`` (the media table's, measured at ingest; never guessed),
   ``frames_processed`` and a ``frame_number`` per detection; a failed video is written as
   MegaDetector writes one: ``frame_rate`` -1 when unknown, no frames processed;
-- Stage 2 species go in ``classifications`` with ``classification_categories``.
+- Stage 2 species go in ``classifications`` with ``classification_categories`` (common names) and
+  ``classification_category_descriptions``: each class's lineage as SpeciesNet writes it,
+  ``uuid;class;order;family;genus;species;common name`` (SpeciesNet's own label; for the other
+  classifiers the taxon path of :func:`gpu_ops.classifier.lineage`, uuid empty): what Timelapse
+  searches. A detection's ``classifications`` are its label first, then the classifier's next best
+  classes (``top_classifications``) scoring no more than the label, up to ``top_k`` in all: sorted
+  by score as the format says, so a reader taking the best takes the pipeline's label;
+- ``info.detector_metadata`` (``megadetector_version``, ``typical_detection_threshold``,
+  ``conservative_detection_threshold``): MegaDetector's published values for a MegaDetector model
+  (a threshold it publishes none for is left out, as MegaDetector writes it), else version
+  ``unknown`` with this pipeline's own thresholds: events count detections from
+  ``pipeline.events.min_confidence`` (typical), Stage 1 writes them from
+  ``pipeline.stage1.confidence_threshold`` (conservative). Timelapse takes its default thresholds from it.
 
 Detection ids (``<sha256[:16]>-<frame_number>-<index>``) are defined here too: an imported file
 must produce the ids Stage 1 would have written, so that both name the same crops and labels.
@@ -25,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,6 +47,7 @@ from typing import Any, Iterable, Mapping
 import pyarrow as pa
 
 from gpu_ops import schemas
+from gpu_ops.classifier import Taxon, lineage, taxon_of_lineage
 from gpu_ops.fileio import atomic_write
 
 FORMAT_VERSION = "1.6"
@@ -56,6 +70,18 @@ BBOX_TOLERANCE = 1e-3
 # so that a re-export is unchanged.
 MEDIA_EXTRAS = [("frames_processed", pa.list_(pa.int32()))]
 MEDIA_SCHEMA = pa.schema(list(schemas.MEDIA) + [pa.field(name, kind) for name, kind in MEDIA_EXTRAS])
+TOP_K = 3  # classifications written per detection, at most
+# MegaDetector's published thresholds, (typical, conservative), from its run_detector.known_models.
+MEGADETECTOR_THRESHOLDS = {
+    "v2.0.0": (0.8, 0.3), "v3.0.0": (0.8, 0.3), "v4.1.0": (0.8, 0.3),
+    "v5a.0.0": (0.2, 0.05), "v5b.0.0": (0.2, 0.05), "v5a.0.1": (0.2, 0.05), "v5b.0.1": (0.2, 0.05),
+    "v1000.0.0-redwood": (0.3, None), "v1000.0.0-spruce": (None, None), "v1000.0.0-larch": (None, None),
+    "v1000.0.0-cedar": (None, None), "v1000.0.0-sorrel": (None, None),
+}
+# The pipeline's own thresholds where a model is not MegaDetector: the defaults of
+# EventSettings.min_confidence and Stage1Settings.confidence_threshold unless the export is given the profile's.
+DEFAULT_THRESHOLDS = (0.3, 0.1)
+_LINEAGE = re.compile(r"[^;]*(;[^;]*){6}")
 
 
 def detection_id(sha256: str, frame_number: int, index: int) -> str:
@@ -82,9 +108,41 @@ class BatchOutput:
 
 # -- write ----------------------------------------------------------------------------------------
 
+def megadetector_version(model: str) -> str | None:
+    """MegaDetector's version string for a model name (``md_v5a.0.0``, ``megadetector-v1000-redwood``), else None."""
+    name = model.lower()
+    for version in sorted(MEGADETECTOR_THRESHOLDS, key=len, reverse=True):  # stable: v5a.0.0 before v5a.0.1
+        number, _, family = version.partition("-")
+        release = number.split(".")[0] + (f"-{family}" if family else "")  # the registry's v5a, v1000-redwood
+        if version in name or re.search(rf"megadetector-{re.escape(release)}\b", name):
+            return version
+    return None
+
+
+def detector_metadata(models: Iterable[str], thresholds: tuple[float, float] = DEFAULT_THRESHOLDS) -> dict[str, Any]:
+    """``info.detector_metadata`` as MegaDetector writes it, for the models of a file.
+
+    ``thresholds``: (typical, conservative) of this pipeline, used where the model is not one
+    MegaDetector publishes thresholds for.
+    """
+    versions = {megadetector_version(m) for m in models}
+    version = versions.pop() if len(versions) == 1 else None
+    typical, conservative = MEGADETECTOR_THRESHOLDS.get(version, (None, None)) if version else (None, None)
+    if version is None or (typical is None and conservative is None):
+        typical, conservative = thresholds[0], min(thresholds)
+    meta: dict[str, Any] = {"megadetector_version": version or "unknown"}
+    if typical is not None:
+        meta["typical_detection_threshold"] = typical
+    if conservative is not None:
+        meta["conservative_detection_threshold"] = conservative
+    return meta
+
+
 def info_block(models: Iterable[str], classifiers: Iterable[str], *, classified: bool,
-               overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The file's ``info``: format version, detector(s), completion time and, when classified, the classifier(s).
+               overrides: Mapping[str, Any] | None = None,
+               thresholds: tuple[float, float] = DEFAULT_THRESHOLDS) -> dict[str, Any]:
+    """The file's ``info``: format version, detector(s) and their metadata, completion time and, when
+    classified, the classifier(s).
 
     ``overrides`` (e.g. the ``info`` of an imported file, to reproduce it exactly) win over the
     generated entries, except the format version, which is what this module writes.
@@ -94,6 +152,7 @@ def info_block(models: Iterable[str], classifiers: Iterable[str], *, classified:
         "format_version": FORMAT_VERSION,
         "detector": models[0] if len(models) == 1 else ("; ".join(models) or "unknown"),
         "detection_completion_time": datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
+        "detector_metadata": detector_metadata(models, thresholds),
     }
     if classified:
         info["classifier"] = "; ".join(classifiers) or "unknown"
@@ -109,23 +168,32 @@ def to_batch_output(
     *,
     camera_id: str | None = None,
     info: Mapping[str, Any] | None = None,
+    top_k: int = TOP_K,
+    thresholds: tuple[float, float] = DEFAULT_THRESHOLDS,
 ) -> dict[str, Any]:
     """Contract rows (media, detections, species labels) as a batch output document.
 
     With ``camera_id``, the rows are that camera's and file names are relative to its folder;
     without, names are ``<camera_id>/<file_path>``, relative to the input root. ``info``: see
-    :func:`info_block`.
+    :func:`info_block`; ``top_k``: classifications per detection, at most; ``thresholds``: the
+    pipeline's (typical, conservative) detection thresholds, see :func:`detector_metadata`.
     """
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1 (the label itself), got {top_k}")
     media, detections = list(media), list(detections)
     labels = {(r["camera_id"], r["detection_id"]): r for r in species_labels}
     used_labels = [labels[(d["camera_id"], d["detection_id"])] for d in detections
                    if labels.get((d["camera_id"], d["detection_id"]), {}).get("species")]
-    class_names = sorted({r["species"] for r in used_labels})
+    ranked = {(r["camera_id"], r["detection_id"]): _ranked_classes(r, top_k) for r in used_labels
+              if r.get("score") is not None}
+    descriptions: dict[str, str] = {}
+    for r in used_labels:  # a label's own lineage first, then those of the alternatives
+        descriptions.setdefault(r["species"], label_lineage(r))
+    for classes in ranked.values():
+        for name, _, line in classes[1:]:
+            descriptions.setdefault(name, line)
+    class_names = sorted(descriptions)
     class_ids = {name: str(i) for i, name in enumerate(class_names)}
-    scientific: dict[str, str] = {}
-    for r in used_labels:
-        if r.get("scientific_name"):
-            scientific.setdefault(r["species"], r["scientific_name"])
 
     by_media: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
     for d in detections:
@@ -141,24 +209,46 @@ def to_batch_output(
             continue
         dets = sorted(by_media.get((m["camera_id"], m["file_path"]), []),
                       key=lambda d: (d["frame_number"] or 0, _index_in_frame(d["detection_id"]), d["detection_id"]))
-        images.append(_image_entry(name, m, dets, labels, class_ids))
+        images.append(_image_entry(name, m, dets, ranked, class_ids))
 
     result: dict[str, Any] = {
         "info": info_block((d["model"] for d in detections if d.get("model")),
                            (r["classification_source"] for r in used_labels if r.get("classification_source")),
-                           classified=bool(class_names), overrides=info),
+                           classified=bool(class_names), overrides=info, thresholds=thresholds),
         "detection_categories": dict(CATEGORIES),
     }
     if class_names:
         result["classification_categories"] = {class_ids[n]: n for n in class_names}
-        if all(n in scientific for n in class_names):
-            result["classification_category_descriptions"] = {class_ids[n]: scientific[n] for n in class_names}
+        result["classification_category_descriptions"] = {class_ids[n]: descriptions[n] for n in class_names}
     result["images"] = images
     return result
 
 
+def label_lineage(label: Mapping[str, Any]) -> str:
+    """A species label's lineage string: the classifier's own (SpeciesNet's label), else its taxon path."""
+    own = label.get("classifier_label")
+    if own and _LINEAGE.fullmatch(own):
+        return own
+    return lineage(Taxon(label["species"], label.get("scientific_name"), label.get("taxon_rank"), label.get("taxon_class")))
+
+
+def _ranked_classes(label: Mapping[str, Any], top_k: int) -> list[tuple[str, float, str]]:
+    """``(name, score, lineage)``: the label, then the classifier's next best scoring no more, ``top_k`` in all."""
+    score = round(float(label["score"]), CONF_DIGITS)
+    classes = [(label["species"], score, label_lineage(label))]
+    for alt in label.get("top_classifications") or []:
+        alt_score = round(float(alt["score"]), CONF_DIGITS)
+        if len(classes) >= top_k:
+            break
+        if alt["species"] and alt_score <= score and all(alt["species"] != c[0] for c in classes):
+            classes.append((alt["species"], alt_score,
+                            alt.get("lineage") or lineage(Taxon(alt["species"], None, None, None))))
+    return classes
+
+
 def _image_entry(name: str, m: Mapping[str, Any], dets: list[Mapping[str, Any]],
-                 labels: Mapping[tuple[str, str], Mapping[str, Any]], class_ids: Mapping[str, str]) -> dict[str, Any]:
+                 ranked: Mapping[tuple[str, str], list[tuple[str, float, str]]],
+                 class_ids: Mapping[str, str]) -> dict[str, Any]:
     entry: dict[str, Any] = {"file": name}
     is_video = m.get("media_type") == "video"
     if is_video:
@@ -177,9 +267,9 @@ def _image_entry(name: str, m: Mapping[str, Any], dets: list[Mapping[str, Any]],
         }
         if is_video:
             det["frame_number"] = int(d["frame_number"] or 0)
-        label = labels.get((d["camera_id"], d["detection_id"]))
-        if label and label.get("species") and label.get("score") is not None:
-            det["classifications"] = [[class_ids[label["species"]], round(float(label["score"]), CONF_DIGITS)]]
+        classes = ranked.get((d["camera_id"], d["detection_id"]))
+        if classes:
+            det["classifications"] = [[class_ids[n], score] for n, score, _ in classes]
         out.append(det)
     entry["detections"] = out
     return entry
@@ -287,14 +377,7 @@ def read_batch_output(
                 "source": "detector", "model": model,
             })
             if classes:
-                top_id, top_score = max(classes, key=lambda c: c[1])
-                label_rows.append({
-                    "camera_id": camera, "detection_id": det_id, "file_path": rel, "crop_path": None,
-                    "category": category, "detector_label": category,
-                    "species": class_names[top_id], "scientific_name": class_desc.get(top_id),
-                    "taxon_rank": None, "taxon_class": None, "score": top_score,
-                    "classification_source": classifier,
-                })
+                label_rows.append(_label_row(camera, det_id, rel, category, classes, class_names, class_desc, classifier))
     if problems:
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
         raise ValueError(f"{where}: {problems[0]}{more}; nothing was read: fix the file and try again")
@@ -304,6 +387,32 @@ def read_batch_output(
         pa.Table.from_pylist(label_rows, schema=schemas.SPECIES_LABELS),
         info,
     )
+
+
+def _label_row(camera: str, det_id: str, rel: str, category: str, classes: list[tuple[str, float]],
+               class_names: Mapping[str, str], class_desc: Mapping[str, str], classifier: str) -> dict[str, Any]:
+    """A species label from a detection's classifications: the best one; all of them as its top classes.
+
+    A lineage description (SpeciesNet's layout) is kept as ``classifier_label`` and gives the
+    scientific name, rank and class; any other description is taken as the scientific name.
+    """
+    ordered = sorted(classes, key=lambda c: -c[1])  # stable: the first listed wins a tie
+    top_id, top_score = ordered[0]
+    description = class_desc.get(top_id)
+    row = {
+        "camera_id": camera, "detection_id": det_id, "file_path": rel, "crop_path": None,
+        "category": category, "detector_label": category, "species": class_names[top_id],
+        "scientific_name": description, "taxon_rank": None, "taxon_class": None, "score": top_score,
+        "classification_source": classifier,
+    }
+    if description and _LINEAGE.fullmatch(description):
+        taxon = taxon_of_lineage(description)
+        row.update(scientific_name=taxon.scientific_name, taxon_rank=taxon.taxon_rank, taxon_class=taxon.taxon_class,
+                   classifier_label=description)
+    if len(ordered) > 1:
+        row["top_classifications"] = [{"species": class_names[c], "lineage": class_desc.get(c), "score": score}
+                                      for c, score in ordered]
+    return row
 
 
 def _number(value: Any) -> float | None:

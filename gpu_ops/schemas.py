@@ -124,6 +124,10 @@ SPECIES_LABELS = pa.schema(
         ("raw_score", pa.float32()),
         ("country", pa.string()),  # the place the geofence used (ISO 3166-1 alpha-3, admin-1 region)
         ("admin1_region", pa.string()),
+        # The classifier's best classes, best first (up to gpu_ops.classifier.TOP_CLASSES: SpeciesNet's raw
+        # top five, a classification model's top five); null where it names one class. The MegaDetector export's top-k.
+        ("top_classifications", pa.list_(pa.struct([("species", pa.string()), ("lineage", pa.string()),
+                                                     ("score", pa.float32())]))),
     ]
 )
 

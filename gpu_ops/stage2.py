@@ -37,7 +37,7 @@ RESULT_SCHEMA = pa.schema(
         *(schemas.SPECIES_LABELS.field(name) for name in (
             "species", "scientific_name", "taxon_rank", "taxon_class", "score", "classification_source",
             "classifier_label", "prediction_source", "rollup_level", "geofenced", "raw_label", "raw_score",
-            "country", "admin1_region",
+            "country", "admin1_region", "top_classifications",
         )),
     ]
 )

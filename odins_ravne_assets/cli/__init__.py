@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("dest", help="a folder for camtrap-dp, a .json file for megadetector")
     e.add_argument("--out", required=True, help="what process wrote (OUTPUT)")
     e.add_argument("--camera", help="megadetector: one camera's file, paths relative to its folder")
+    e.add_argument("--top-k", type=int, default=3, help="megadetector: classifications per detection, at most (default 3)")
     e.add_argument("--profile")
 
     i = sub.add_parser("import", help="join results computed elsewhere (MegaDetector batch output) at Stage 2")
@@ -133,7 +134,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "query":
         return results.query_command(args.sql, args.out, sql_file=args.file)
     if args.command == "export":
-        return results.export_command(args.format, args.out, args.dest, camera_id=args.camera, profile=args.profile)
+        return results.export_command(args.format, args.out, args.dest, camera_id=args.camera, profile=args.profile,
+                                      top_k=args.top_k)
     if args.command == "import":
         return results.import_command(args.json, args.input, args.out, args.camera, profile=args.profile)
     if args.command == "review" and args.action == "import":

@@ -53,7 +53,8 @@ def _output_tables(output) -> dict:
     return tables
 
 
-def export_command(kind: str, output_root: str, dest: str, *, camera_id: str | None = None, profile: str | None = None) -> int:
+def export_command(kind: str, output_root: str, dest: str, *, camera_id: str | None = None, profile: str | None = None,
+                   top_k: int = 3) -> int:
     """Write a Camtrap DP package or a MegaDetector batch output file from what `process` wrote."""
     from gpu_ops.storage import open_storage
     from odins_ravne_assets.hugin.camtrap_dp_export import export_camtrap_dp, validate_camtrap_dp
@@ -71,7 +72,10 @@ def export_command(kind: str, output_root: str, dest: str, *, camera_id: str | N
     t["detections"], t["species_labels"] = reviewed_tables(t["media"], t["detections"], t["species_labels"], t["reviews"],
                                                            boxes_only=kind == "megadetector")
     if kind == "megadetector":
-        doc = export_megadetector(dest, media=t["media"], detections=t["detections"], species_labels=t["species_labels"], camera_id=camera_id)
+        if top_k < 1:
+            return error(f"--top-k {top_k}: give at least 1 (the label itself)")
+        doc = export_megadetector(dest, media=t["media"], detections=t["detections"], species_labels=t["species_labels"],
+                                  camera_id=camera_id, top_k=top_k, settings=settings)
         print(f"wrote {dest}: {len(doc['images'])} media (MegaDetector batch output, format {doc['info'].get('format_version')})")
         return 0
     from gpu_ops import schemas

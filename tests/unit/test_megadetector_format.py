@@ -31,7 +31,7 @@ def test_rounding_failures_and_the_info_block(tmp_path):
     assert doc["images"][1] == {"file": "IMG_0001.JPG", "failure": md.FAILURE_IMAGE_ACCESS, "detections": None}
     # The given info wins, but the file is written in this module's format version.
     assert doc["info"]["detector"] == "md_v5a.0.0.pt" and doc["info"]["format_version"] == md.FORMAT_VERSION
-    assert doc["info"]["classifier"] == "test" and doc["classification_category_descriptions"] == {"0": "Sci elk"}
+    assert doc["info"]["classifier"] == "test" and doc["classification_category_descriptions"] == {"0": ";mammalia;;;sci;elk;elk"}
 
     path = md.write_batch_output(doc, tmp_path / "out" / "cam-r.json")
     assert json.loads(path.read_text()) == doc
