@@ -169,7 +169,8 @@ def gps_clusters(context: AssetExecutionContext, pipeline: PipelineResource) -> 
     group_name="hugin",
     kinds={"html"},
     description="Reports: a project page and one per camera (HTML with PNG plots: events per species, "
-    "activity by hour, events over time, a map of sites) under OUTPUT/reports/.",
+    "activity by hour, events over time, a map of sites; the best picture of each species and of each event) "
+    "under OUTPUT/reports/.",
 )
 def reports(context: AssetExecutionContext, pipeline: PipelineResource) -> MaterializeResult:
     output, profile = pipeline.output, pipeline.settings
@@ -182,7 +183,8 @@ def reports(context: AssetExecutionContext, pipeline: PipelineResource) -> Mater
     hidden = sensitive_cameras(events, profile.pipeline.sensitive_species)
     shown_clusters = generalize_locations(clusters, hidden)
     with tempfile.TemporaryDirectory() as tmp:
-        written = write_reports(tmp, events=events, clusters=shown_clusters, media=media, sites=sites, site_species=site_species)
+        written = write_reports(tmp, events=events, clusters=shown_clusters, media=media, sites=sites, site_species=site_species,
+                                crops=output)
         for file in sorted(Path(tmp).rglob("*")):
             if file.is_file():
                 output.write_bytes(f"reports/{file.relative_to(tmp).as_posix()}", file.read_bytes())

@@ -5,21 +5,31 @@ activity by hour of day, events over time, and a map of sites in a local metric 
 equirectangular plot scaled by cos(latitude), fine over the few tens of kilometres a camera grid
 spans). Pages link their PNGs by relative path, so a report folder can be copied or zipped as is.
 
+Pages show the animals too: the best crop of each species (the event with the highest confidence
+that has a crop) in a gallery, and on a camera's page each animal event's crop in its row, each
+captioned with species, time, camera and confidence. The crops (JPEGs under ``OUTPUT/crops/``) are
+copied as small thumbnails into a ``thumbs/`` folder beside each page and linked relatively, so
+each page folder stays relocatable; re-encoding drops the crops' EXIF. People and vehicles are
+never pictured (privacy: a report is shared more widely than the output folder). A crop that
+cannot be read leaves its caption without a picture; the report does not fail for it.
+
 Layout under ``out_dir`` (local folder; the asset uploads it when the output root is on S3)::
 
-    index.html, report.md, species.png, activity.png, timeline.png, sites.png
-    cameras/<camera_id>/index.html, report.md, species.png, activity.png, timeline.png
+    index.html, report.md, species.png, activity.png, timeline.png, sites.png, thumbs/*.jpg
+    cameras/<camera_id>/index.html, report.md, species.png, activity.png, timeline.png, thumbs/*.jpg
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
+import io
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Protocol
 
 import matplotlib
 
@@ -28,11 +38,23 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
+from PIL import Image, UnidentifiedImageError  # noqa: E402
 
 from odins_ravne_assets.hugin.clusters import EARTH_RADIUS_M  # noqa: E402
 
 TOP_SPECIES = 8  # species drawn separately in stacked plots; the rest are "other"
+GALLERY_SIDE = 240  # longer side of a species' thumbnail, in pixels
+EVENT_SIDE = 120  # of an event's thumbnail in the events table
+THUMB_QUALITY = 82
 COLORS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#1f78b4", "#999999"]
+
+
+class CropStore(Protocol):
+    """Where crops are read from (a :class:`gpu_ops.storage.Storage` of the output root)."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def read_bytes(self, key: str) -> bytes: ...
 
 
 @dataclass
@@ -50,16 +72,20 @@ def write_reports(
     media: pa.Table | None = None,
     sites: pa.Table | None = None,
     site_species: pa.Table | None = None,
+    crops: CropStore | None = None,
     title: str = "Odins Ravne camera-trap report",
 ) -> dict[str, Report]:
-    """The project report (key ``"project"``) and one report per camera (key: camera id)."""
+    """The project report (key ``"project"``) and one report per camera (key: camera id).
+
+    ``crops``: where the events' ``representative_crop_path`` can be read; without it, no pictures.
+    """
     out = Path(out_dir)
     reports = {"project": write_project_report(out, events=events, clusters=clusters, media=media,
-                                               sites=sites, site_species=site_species, title=title)}
+                                               sites=sites, site_species=site_species, crops=crops, title=title)}
     cameras = sorted({c for t in (events, media) if t is not None for c in t.column("camera_id").to_pylist() if c})
     for camera in cameras:
         reports[camera] = write_camera_report(out / "cameras" / camera, camera, events=events, media=media,
-                                              clusters=clusters)
+                                              clusters=clusters, crops=crops)
     return reports
 
 
@@ -71,12 +97,14 @@ def write_project_report(
     media: pa.Table | None = None,
     sites: pa.Table | None = None,
     site_species: pa.Table | None = None,
+    crops: CropStore | None = None,
     title: str = "Odins Ravne camera-trap report",
 ) -> Report:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     evs = events.to_pylist()
     animal = [e for e in evs if e["category"] == "animal"]
+    thumbs = Thumbnails(out, crops)
     files = [
         _plot_species(animal, out / "species.png"),
         _plot_activity(animal, out / "activity.png"),
@@ -87,7 +115,7 @@ def write_project_report(
 
     cameras = sorted({e["camera_id"] for e in evs} | _cameras(media))
     facts = _facts(evs, media)
-    sections = [_facts_html(facts), _species_table_html(animal)]
+    sections = [_facts_html(facts), _gallery_html(animal, thumbs), _species_table_html(animal)]
     sections.append(_figures_html([f.name for f in files]))
     if sites is not None:
         sections.append(_table_html(
@@ -111,7 +139,7 @@ def write_project_report(
     _write_page(page, title, sections)
     markdown = _markdown(title, facts, animal, page)
     (out / "report.md").write_text(markdown, encoding="utf-8")
-    return Report(page, markdown, [page, out / "report.md", *files])
+    return Report(page, markdown, [page, out / "report.md", *files, *thumbs.files])
 
 
 def write_camera_report(
@@ -121,10 +149,12 @@ def write_camera_report(
     events: pa.Table,
     media: pa.Table | None = None,
     clusters: pa.Table | None = None,
+    crops: CropStore | None = None,
 ) -> Report:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     evs = [e for e in events.to_pylist() if e["camera_id"] == camera_id]
+    thumbs = Thumbnails(out, crops)
     mine = None
     if media is not None:
         mine = media.filter(pc.equal(media["camera_id"], camera_id))
@@ -145,18 +175,103 @@ def write_camera_report(
     recent = sorted(evs, key=lambda e: (e["start"] is None, e["start"] or datetime.min))
     sections = [
         where + _facts_html(facts),
+        _gallery_html(animal, thumbs),
         _species_table_html(animal),
         _figures_html([f.name for f in files]),
-        _table_html("Events", ["start", "end", "category", "species", "media", "max count", "best conf", "representative"],
-                    [[_when(e["start"]), _when(e["end"]), e["category"], e["species"] or "", e["n_media"],
-                      e["max_count"], _num(e["best_conf"]), e["representative_file_path"] or ""] for e in recent]),
+        _table_html("Events", ["picture", "start", "end", "category", "species", "media", "max count", "best conf",
+                               "representative"],
+                    [[_event_picture_html(e, thumbs), _when(e["start"]), _when(e["end"]), e["category"],
+                      e["species"] or "", e["n_media"], e["max_count"], _num(e["best_conf"]),
+                      e["representative_file_path"] or ""] for e in recent], raw_columns={0}),
     ]
     page = out / "index.html"
     title = f"Camera {camera_id}"
     _write_page(page, title, sections, back="../../index.html")
     markdown = _markdown(title, facts, animal, page)
     (out / "report.md").write_text(markdown, encoding="utf-8")
-    return Report(page, markdown, [page, out / "report.md", *files])
+    return Report(page, markdown, [page, out / "report.md", *files, *thumbs.files])
+
+
+# -- pictures --------------------------------------------------------------------------------------
+
+class Thumbnails:
+    """Small JPEG copies of crops in ``<page folder>/thumbs/``, each written once per size."""
+
+    def __init__(self, page_dir: Path, crops: CropStore | None):
+        self.dir, self.crops = page_dir / "thumbs", crops
+        self.files: list[Path] = []
+        self._made: dict[tuple[str, int], tuple[str, int, int] | None] = {}
+
+    def get(self, crop_path: str | None, side: int) -> tuple[str, int, int] | None:
+        """``(relative src, width, height)`` of the crop's thumbnail; None without a readable crop."""
+        if not crop_path or self.crops is None:
+            return None
+        key = (crop_path, side)
+        if key not in self._made:
+            self._made[key] = self._make(crop_path, side)
+        return self._made[key]
+
+    def _make(self, crop_path: str, side: int) -> tuple[str, int, int] | None:
+        try:
+            if not self.crops.exists(crop_path):
+                return None
+            image = Image.open(io.BytesIO(self.crops.read_bytes(crop_path))).convert("RGB")
+        except (OSError, UnidentifiedImageError):
+            return None
+        # A far-away animal makes a crop of a few dozen pixels: shown at the thumbnail's size, not as a speck.
+        scale = side / max(image.size)
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
+        name = f"{hashlib.sha1(crop_path.encode()).hexdigest()[:16]}-{side}.jpg"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / name
+        image.save(path, "JPEG", quality=THUMB_QUALITY, optimize=True)
+        self.files.append(path)
+        return f"thumbs/{name}", image.width, image.height
+
+
+def _caption(e: Mapping[str, Any]) -> str:
+    return f"{e['species'] or 'animal'}, {_when(e['start']) or 'no time'}, {e['camera_id']}, conf {_num(e['best_conf'])}"
+
+
+def _best_per_species(animal: list[dict], thumbs: Thumbnails) -> list[tuple[dict, tuple[str, int, int] | None]]:
+    """Each species' most confident event whose crop can be shown (else its most confident event)."""
+    by_species: dict[str, list[dict]] = defaultdict(list)
+    for e in animal:
+        by_species[e["species"] or "animal"].append(e)
+    best = []
+    for species in [r[0] or "animal" for r in _species_rows(animal)]:
+        ranked = sorted(by_species[species], key=lambda e: (-(e["best_conf"] or 0.0), e["start"] is None,
+                                                            e["start"] or datetime.min, e["event_id"] or ""))
+        picked = next(((e, t) for e in ranked if (t := thumbs.get(e["representative_crop_path"], GALLERY_SIDE))),
+                      (ranked[0], None))
+        best.append(picked)
+    return best
+
+
+def _gallery_html(animal: list[dict], thumbs: Thumbnails) -> str:
+    figures = []
+    for e, thumb in _best_per_species(animal, thumbs):
+        name = html.escape(e["species"] or "animal")
+        science = f" <i>{html.escape(e['scientific_name'])}</i>" if e["scientific_name"] else ""
+        when = html.escape(_when(e["start"]) or "no time")
+        picture = (f"<img class='animal' src='{thumb[0]}' width='{thumb[1]}' height='{thumb[2]}' "
+                   f"alt='{html.escape(_caption(e))}'>" if thumb else "<div class='nopic'>no picture</div>")
+        figures.append(f"<figure class='species'>{picture}<figcaption><b>{name}</b>{science}<br>{when} &middot; "
+                       f"{html.escape(e['camera_id'])} &middot; conf {_num(e['best_conf'])}</figcaption></figure>")
+    if not figures:
+        return ""
+    return f"<h2>Animals</h2><div class='gallery'>{''.join(figures)}</div>"
+
+
+def _event_picture_html(e: Mapping[str, Any], thumbs: Thumbnails) -> str:
+    if e["category"] != "animal":
+        return ""
+    thumb = thumbs.get(e["representative_crop_path"], EVENT_SIDE)
+    if not thumb:
+        return ""
+    # Lazy: a camera can have thousands of events; the browser fetches the rows scrolled to.
+    return (f"<img class='event' loading='lazy' src='{thumb[0]}' width='{thumb[1]}' height='{thumb[2]}' "
+            f"alt='{html.escape(_caption(e))}' title='{html.escape(_caption(e))}'>")
 
 
 # -- facts and tables ------------------------------------------------------------------------------
@@ -248,6 +363,11 @@ table{border-collapse:collapse;font-size:.9rem;margin:.5rem 0}th,td{padding:.25r
 th{background:#f4f4f4}.figures{display:grid;grid-template-columns:repeat(auto-fit,minmax(480px,1fr));gap:1rem}
 figure{margin:0}img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85rem;color:#555}
 .facts li{margin:.15rem 0}.empty{color:#888}.meta{color:#777;font-size:.85rem}
+.gallery{display:flex;flex-wrap:wrap;gap:.8rem}.gallery figure{width:240px}
+.gallery img{display:block;max-width:240px;height:auto;border-radius:3px}
+.gallery figcaption{margin-top:.2rem;line-height:1.3}
+.nopic{width:240px;height:80px;display:flex;align-items:center;justify-content:center;background:#f4f4f4;color:#888}
+img.event{display:block;max-height:90px;width:auto;border:0}
 """
 
 
