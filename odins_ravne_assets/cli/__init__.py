@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--local-output", help="download Stage 3 to this folder when the run is done")
     b.add_argument("--download-stage3", action="store_true", help="download Stage 3 (to --local-output)")
     b.add_argument("--cost-report", action="store_true", help="print the cost report at the end")
-    b.add_argument("--priority", choices=["normal", "high"], default="normal")
+    b.add_argument("--priority", choices=["normal", "high"], help="this run's Batch priority (default: cloud.aws.priority)")
     b.add_argument("--compression-window", type=float, help="minutes between detections of one event (this run)")
     b.add_argument("--min-confidence", type=float, help="events' minimum detection confidence (this run)")
     b.add_argument("--spot-bid-percentage", type=int, help="spot bid, percent of on-demand (this run's profile)")

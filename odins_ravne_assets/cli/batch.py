@@ -21,7 +21,8 @@ Decisions the issue leaves open:
   settings), never the environment. ``--max-vcpus`` also caps the run's Batch jobs in flight at
   max_vcpus // the vCPUs of one job; the spot bid is the compute environment's, deployed by
   ``infra deploy``: the derived profile carries it for that and for the record.
-* ``--priority`` tags every run ``odins-ravne/priority`` (``normal`` or ``high``, visible in the UI).
+* ``--priority`` tags every run ``odins-ravne/priority`` (``normal`` or ``high``, visible in the UI),
+  the tag the Batch runner reads; left out, the profile's ``cloud.aws.priority`` decides.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import yaml
 
 from odins_ravne_assets.cli.console import error
 
-PRIORITY_TAG = "odins-ravne/priority"
+PRIORITY_TAG = "odins-ravne/priority"  # the run tag resources.stage_plan reads
 PRIORITIES = ("normal", "high")
 CARDS_FOLDER = "cards"
 Echo = Callable[[str], None]
@@ -49,7 +50,7 @@ def batch_command(
     local_output: str | None = None,
     download_stage3: bool = False,
     cost_report: bool = False,
-    priority: str = "normal",
+    priority: str | None = None,
     compression_window: float | None = None,
     min_confidence: float | None = None,
     spot_bid_percentage: int | None = None,
@@ -69,7 +70,7 @@ def batch_command(
 
     if not is_s3(out) or not out[len("s3://") :].split("/", 1)[0]:
         return error(f"--out {out}: Batch jobs read and write S3 only: give --out s3://BUCKET/PREFIX")
-    if priority not in PRIORITIES:
+    if priority is not None and priority not in PRIORITIES:
         return error(f"--priority {priority!r}: use {' or '.join(PRIORITIES)}")
     if download_stage3 and not local_output:
         return error("--download-stage3 needs --local-output DIR: the folder Stage 3 is downloaded to")
@@ -102,7 +103,7 @@ def batch_command(
     echo(summary.line())
 
     camera_ids = sorted({camera for camera, _ in cameras})
-    code = process(staged_root, out, camera_ids=camera_ids, profile=run_profile, quiet=quiet, tags={PRIORITY_TAG: priority})
+    code = process(staged_root, out, camera_ids=camera_ids, profile=run_profile, quiet=quiet, tags={PRIORITY_TAG: priority} if priority else None)
     if code != 0:
         return code
     if local_output:
