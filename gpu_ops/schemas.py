@@ -190,13 +190,31 @@ DEPLOYMENTS = pa.schema(
         ("start", TIMESTAMP),  # local wall-clock time of the deployment's time zone
         ("end", TIMESTAMP),
         ("timezone", pa.string()),  # IANA name or fixed offset like "+01:00"; null when unknown
-        ("clock_offset_s", pa.float64()),  # added to camera time to get true local time
+        ("clock_offset_s", pa.float64()),  # added to camera time to get true local time (at setup)
+        ("clock_offset_end_s", pa.float64()),  # the same at take-down: linear drift in between; null: no drift
+        ("clock_follows_dst", pa.bool_()),  # the camera changes its own clock for daylight saving (hugin.deployments)
+        ("max_silence_days", pa.float64()),  # a longer silence is a suspected outage; null: pipeline.effort's
+        ("date_issue", pa.string()),  # ambiguous_date: a day/month order nothing in the file decided
         ("camera_height_m", pa.float64()),
         ("bait", pa.string()),
         ("habitat", pa.string()),
         ("country", pa.string()),  # ISO 3166-1 alpha-3 (NOR, USA): SpeciesNet's geofence
         ("admin1_region", pa.string()),  # first-level region code, e.g. CA (California)
         ("source", pa.string()),  # deployments.csv | media
+    ]
+)
+
+# One row per camera and local calendar day from its first deployment's setup to its last take-down
+# (hugin.effort): whether it was operating, and how much of the day counts as effort.
+CAMERA_OPERATION = pa.schema(
+    [
+        ("camera_id", pa.string()),
+        ("deployment_id", pa.string()),  # the deployment with most of the day; null between deployments
+        ("date", pa.date32()),
+        ("operating", pa.bool_()),
+        ("effort_days", pa.float64()),  # the operating fraction of the day; its sum is the camera's trap-nights
+        ("source", pa.string()),  # media | suspected_outage | camera_operation.csv | not_deployed
+        ("note", pa.string()),  # why: the silence, or the camera_operation.csv row's note
     ]
 )
 
@@ -237,6 +255,7 @@ TABLES = {
     "species_labels": SPECIES_LABELS,
     "events": EVENTS,
     "deployments": DEPLOYMENTS,
+    "camera_operation": CAMERA_OPERATION,
     "costs": COSTS,
     "clusters": CLUSTERS,
     "reviews": REVIEWS,

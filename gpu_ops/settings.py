@@ -151,11 +151,23 @@ class ClusterSettings:
 
 
 @dataclass(frozen=True)
+class EffortSettings:
+    """Camera effort (hugin.effort) and the dates of deployments.csv and camera_operation.csv."""
+
+    # A camera silent for longer is a suspected outage, left out of effort (a camera with a daily
+    # timelapse photo: 1.5); null: silences never count as outages. deployments.csv can set it per deployment.
+    max_silence_days: float | None = bounded(14.0, 0.0, above=True)
+    # How 03/04/2024 reads: auto (the file's other dates decide; else day first, flagged) | day_first | month_first
+    date_format: str = "auto"
+
+
+@dataclass(frozen=True)
 class PipelineSettings:
     stage1: Stage1Settings = field(default_factory=Stage1Settings)
     crops: CropSettings = field(default_factory=CropSettings)
     stage2: Stage2Settings = field(default_factory=Stage2Settings)
     events: EventSettings = field(default_factory=EventSettings)
+    effort: EffortSettings = field(default_factory=EffortSettings)
     repeat_detections: RepeatDetectionSettings = field(default_factory=RepeatDetectionSettings)
     clusters: ClusterSettings = field(default_factory=ClusterSettings)
     sensitive_species: list = field(default_factory=list)  # scientific names generalized in exports
@@ -233,6 +245,7 @@ _CHOICES = {
     "runner.device": ("auto", "cpu", "cuda"),
     "pipeline.stage1.backend": ("auto", "torch", "onnx", "tensorrt"),
     "pipeline.stage1.animal_score": ("sum", "best"),
+    "pipeline.effort.date_format": ("auto", "day_first", "month_first"),
     "cloud.queue.adapter": ("s3", "sqs"),
     "pipeline.events.smoothing": ("taxonomy", "vote", "off"),
 }

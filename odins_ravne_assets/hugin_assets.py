@@ -19,14 +19,16 @@ from odins_ravne_assets.hugin.deployments import (
     build_deployments,
     deployment_locations,
     read_deployments_csv,
+    timestamp_correction_counts,
     timestamp_issue_counts,
     trap_nights,
 )
+from odins_ravne_assets.hugin.effort import OPERATION_CSV, camera_operation, outage_days, read_camera_operation_csv
 from odins_ravne_assets.hugin.events import condense_events, settings_for_camera
 from odins_ravne_assets.hugin.reports import write_reports
 from odins_ravne_assets.hugin.sensitive_species import generalize_locations, sensitive_cameras
 from odins_ravne_assets.hugin.sites import site_summary
-from odins_ravne_assets.hugin.stage3_views import extra_views
+from odins_ravne_assets.hugin.stage3_views import MACROS, extra_views
 from odins_ravne_assets.munin.preview import markdown_image
 from odins_ravne_assets.munin_assets import markdown_table, raw_images, species_labels
 from odins_ravne_assets.partitions import cameras, validate_camera_id
@@ -50,7 +52,16 @@ def read_deployments(pipeline: PipelineResource):
     """The optional deployments.csv at the top of the input folder, or None."""
     if not pipeline.input.exists(DEPLOYMENTS_CSV):
         return None
-    return read_deployments_csv(pipeline.input.read_bytes(DEPLOYMENTS_CSV))
+    return read_deployments_csv(pipeline.input.read_bytes(DEPLOYMENTS_CSV),
+                                date_format=pipeline.settings.pipeline.effort.date_format)
+
+
+def read_camera_operation(pipeline: PipelineResource) -> list[dict]:
+    """The rows of the optional camera_operation.csv at the top of the input folder."""
+    if not pipeline.input.exists(OPERATION_CSV):
+        return []
+    return read_camera_operation_csv(pipeline.input.read_bytes(OPERATION_CSV),
+                                     date_format=pipeline.settings.pipeline.effort.date_format)
 
 
 @asset(
@@ -59,18 +70,25 @@ def read_deployments(pipeline: PipelineResource):
     group_name="hugin",
     kinds={"parquet"},
     description="Deployments: where and when the camera stood and its clock offset, from the input's "
-    "deployments.csv where it lists the camera, else from the media (median GPS fix, first and last time).",
+    "deployments.csv where it lists the camera, else from the media (median GPS fix, first and last time); "
+    "and camera_operation, day by day (long silences are suspected outages; camera_operation.csv decides).",
 )
 def deployments(context: AssetExecutionContext, pipeline: PipelineResource) -> MaterializeResult:
     camera_id = validate_camera_id(context.partition_key)
     output = pipeline.output
     media = output.read_parquet(schemas.camera_prefix("media", camera_id))
+    settings = pipeline.settings.pipeline
     table = build_deployments(media, read_deployments(pipeline), camera_id=camera_id,
-                              use_file_mtime=pipeline.settings.pipeline.events.use_file_mtime)
+                              use_file_mtime=settings.events.use_file_mtime)
     path = output.write_parquet(schemas.camera_key("deployments", camera_id), table)
+    operation = camera_operation(table, media, max_silence_days=settings.effort.max_silence_days,
+                                 overrides=read_camera_operation(pipeline), use_file_mtime=settings.events.use_file_mtime)
+    output.write_parquet(schemas.camera_key("camera_operation", camera_id), operation)
     return MaterializeResult(
         metadata={
             "deployments": table.num_rows,
+            "trap_nights": round(sum(operation.column("effort_days").to_pylist()), 3),
+            "days_not_operating": MetadataValue.json(outage_days(operation)),
             "source": ", ".join(sorted(set(table.column("source").to_pylist()))),
             "deployments_table": MetadataValue.md(markdown_table(table.to_pylist())),
             "path": MetadataValue.path(path),
@@ -124,6 +142,7 @@ def condensed_reports(context: AssetExecutionContext, pipeline: PipelineResource
             "min_confidence": min_conf,
             "clock_offset_s": float(camera_deployments.column("clock_offset_s")[0].as_py() or 0.0) if camera_deployments.num_rows else 0.0,
             **{f"timestamp_{k}": v for k, v in issues.items()},
+            **{f"corrected_{k}": v for k, v in timestamp_correction_counts(media_fixed).items()},
             "events_by_species": MetadataValue.md(
                 markdown_table([{"category": c, "species": s, "events": n} for (c, s), n in by_species.most_common()])
             ),
@@ -179,7 +198,9 @@ def reports(context: AssetExecutionContext, pipeline: PipelineResource) -> Mater
     deployments = output.read_parquet("deployments", empty=schemas.DEPLOYMENTS)
     clusters = output.read_parquet("clusters", empty=schemas.CLUSTERS)
     use_file_mtime = profile.pipeline.events.use_file_mtime
-    sites, site_species = site_summary(events, clusters, trap_nights(deployments, media, use_file_mtime=use_file_mtime))
+    operation = output.read_parquet("camera_operation", empty=schemas.CAMERA_OPERATION)
+    sites, site_species = site_summary(events, clusters, trap_nights(deployments, media, use_file_mtime=use_file_mtime,
+                                                                     operation=operation))
     hidden = sensitive_cameras(events, profile.pipeline.sensitive_species)
     shown_clusters = generalize_locations(clusters, hidden)
     with tempfile.TemporaryDirectory() as tmp:
@@ -217,6 +238,7 @@ def stage3_database(context: AssetExecutionContext, pipeline: PipelineResource) 
         pipeline.output,
         extra_views=extra_views(deployments_from_media=False),
         materialize=frozenset({"observations"}),  # 10 M detections: 1 s a query as a table, 15 s as a view
+        macros=MACROS,
     )
     context.log.info("Stage 3 views: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
     return MaterializeResult(

@@ -42,12 +42,14 @@ def build_stage3(
     *,
     extra_views: dict[str, str] | None = None,
     materialize: frozenset[str] = frozenset(),
+    macros: dict[str, str] | None = None,
 ) -> dict:
     """(Re)build the database; returns the view names and their row counts.
 
     Every table of :data:`gpu_ops.schemas.TABLES` becomes a view of its Parquet (empty, with its
     schema, when nothing was written yet); ``extra_views`` adds SQL views defined over them (name -> SELECT ...), created in order. Names in ``materialize`` are stored as
     tables instead: a join that costs seconds per query at millions of rows is paid once per build.
+    ``macros`` adds table macros (signature -> SELECT ...), such as ``detection_history(species_name, ...)``.
     """
     tables = schemas.TABLES
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,6 +79,8 @@ def build_stage3(
             for view, sql in (extra_views or {}).items():
                 kind = "TABLE" if view in materialize else "VIEW"
                 con.execute(f'CREATE {kind} "{view}" AS {sql}')
+            for signature, sql in (macros or {}).items():
+                con.execute(f"CREATE MACRO {signature} AS TABLE {sql}")
             counts = {
                 name: con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
                 for name in [*tables, *(extra_views or {})]

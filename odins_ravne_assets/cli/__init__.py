@@ -49,10 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="demo_output")
 
     e = sub.add_parser("export", help="standard exports of what process wrote")
-    e.add_argument("format", choices=["camtrap-dp", "megadetector"])
-    e.add_argument("dest", help="a folder for camtrap-dp, a .json file for megadetector")
+    e.add_argument("format", choices=["camtrap-dp", "megadetector", "detection-history"])
+    e.add_argument("dest", help="a folder for camtrap-dp, a .json file for megadetector, a .csv for detection-history")
     e.add_argument("--out", required=True, help="what process wrote (OUTPUT)")
     e.add_argument("--camera", help="megadetector: one camera's file, paths relative to its folder")
+    e.add_argument("--species", help="detection-history: the species (common or scientific name)")
+    e.add_argument("--occasion-days", type=int, help="detection-history: days per occasion, from each station's setup day")
+    e.add_argument("--by", choices=["site", "camera"], default="site", help="detection-history: the stations (default site)")
     e.add_argument("--top-k", type=int, default=3, help="megadetector: classifications per detection, at most (default 3)")
     e.add_argument("--profile")
 
@@ -133,6 +136,9 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return process.demo(args.samples, args.out)
     if args.command == "query":
         return results.query_command(args.sql, args.out, sql_file=args.file)
+    if args.command == "export" and args.format == "detection-history":
+        return results.detection_history_command(args.out, args.dest, species=args.species, occasion_days=args.occasion_days,
+                                                 by=args.by, profile=args.profile)
     if args.command == "export":
         return results.export_command(args.format, args.out, args.dest, camera_id=args.camera, profile=args.profile,
                                       top_k=args.top_k)

@@ -95,6 +95,33 @@ def export_command(kind: str, output_root: str, dest: str, *, camera_id: str | N
     return 1 if problems else 0
 
 
+def detection_history_command(output_root: str, dest: str, *, species: str | None, occasion_days: int | None,
+                              by: str = "site", profile: str | None = None) -> int:
+    """Write a species' detection history (stations x occasions, camtrapR's shape) as CSV."""
+    from gpu_ops.storage import open_storage
+    from odins_ravne_assets.hugin.detection_history import detection_history, write_detection_history_csv
+    from resources.profiles import load_profile
+
+    if not species or occasion_days is None:
+        return error("export detection-history needs --species NAME and --occasion-days N")
+    settings = load_profile(profile)
+    try:
+        t = _output_tables(open_storage(output_root, settings.storage))
+        history = detection_history(t["camera_operation"], t["events"], t["clusters"], species=species,
+                                    occasion_days=occasion_days, by=by)
+    except (FileNotFoundError, ValueError) as err:
+        return error(str(err))
+    if history.num_rows == 0:
+        return error(f"no camera has an operating day under {output_root}: run `odins-ravne process` with this version first")
+    animals = [r for r in t["events"].to_pylist() if r["category"] == "animal"]
+    if species.strip().lower() not in {(r[k] or "").lower() for r in animals for k in ("species", "scientific_name")}:
+        seen = ", ".join(sorted({r["species"] for r in animals if r["species"]})) or "none"
+        print(f"warning: no event of {species!r}: every operating occasion is 0; species seen: {seen}", file=sys.stderr)
+    write_detection_history_csv(history, dest)
+    print(f"wrote {dest}: {history.num_rows} {by}s x {history.num_columns - 1} occasions of {occasion_days} days ({species})")
+    return 0
+
+
 def import_command(json_path: str, input_root: str, output_root: str, camera_id: str, *, profile: str | None = None) -> int:
     """Join a MegaDetector batch output file at Stage 2: its media are not detected again."""
     from gpu_ops.storage import open_storage
