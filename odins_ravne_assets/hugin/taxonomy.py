@@ -10,10 +10,9 @@ Where the lineage comes from (decided, in this order):
   ``uuid;class;order;family;genus;species;common name``): the lineage the label spells out, so a
   label SpeciesNet already rolled up (``;mammalia;artiodactyla;cervidae;;;deer family``) starts at
   its family;
-- the default ``coco-taxonomy`` classifier's scientific names (:data:`COCO_LINEAGES`, the
-  ancestors of each taxon of ``gpu_ops.classifier.COCO_TAXONOMY``);
-- any other classifier: the row's own ``scientific_name`` at its ``taxon_rank``, then its
-  ``taxon_class``: such a label has no genus or family, so it can roll up only to its class.
+- any other label: the lineage ``gpu_ops.classifier.lineage`` gives its taxon (the default
+  ``coco-taxonomy`` classifier's orders and families, ``HIGHER_TAXA``; for another classifier's
+  label its class, and its genus when it names a species by a binomial).
 
 A label with no scientific name (``vehicle``, SpeciesNet's ``blank``) has no lineage: it is never
 an ancestor of anything and never rolls up.
@@ -34,33 +33,12 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from gpu_ops.classifier import COCO_TAXONOMY
+from gpu_ops.classifier import COCO_TAXONOMY, Taxon, lineage
 
 Lineage = tuple[tuple[str, str], ...]
 KINGDOM = ("kingdom", "Animalia")
 _SPECIESNET_RANKS = ("class", "order", "family", "genus")
 
-_MAMMALS = (("class", "Mammalia"), KINGDOM)
-_CARNIVORA = (("order", "Carnivora"),) + _MAMMALS
-_BOVIDAE = (("family", "Bovidae"), ("order", "Artiodactyla")) + _MAMMALS
-_EQUUS = (("genus", "Equus"), ("family", "Equidae"), ("order", "Perissodactyla")) + _MAMMALS
-
-# The ancestors of every taxon the default classifier names, keyed by its scientific name.
-COCO_LINEAGES: dict[str, Lineage] = {
-    "Felis catus": (("species", "Felis catus"), ("genus", "Felis"), ("family", "Felidae")) + _CARNIVORA,
-    "Canis familiaris": (("species", "Canis familiaris"), ("genus", "Canis"), ("family", "Canidae")) + _CARNIVORA,
-    "Equus caballus": (("species", "Equus caballus"),) + _EQUUS,
-    "Equus (Hippotigris)": (("subgenus", "Equus (Hippotigris)"),) + _EQUUS,
-    "Ovis aries": (("species", "Ovis aries"), ("genus", "Ovis")) + _BOVIDAE,
-    "Bos taurus": (("species", "Bos taurus"), ("genus", "Bos")) + _BOVIDAE,
-    "Elephantidae": (("family", "Elephantidae"), ("order", "Proboscidea")) + _MAMMALS,
-    "Ursidae": (("family", "Ursidae"),) + _CARNIVORA,
-    "Giraffa": (("genus", "Giraffa"), ("family", "Giraffidae"), ("order", "Artiodactyla")) + _MAMMALS,
-    "Homo sapiens": (("species", "Homo sapiens"), ("genus", "Homo"), ("family", "Hominidae"), ("order", "Primates"))
-    + _MAMMALS,
-    "Aves": (("class", "Aves"), KINGDOM),
-    "Animalia": (KINGDOM,),
-}
 _COCO_COMMON = {t.scientific_name: t.species for t in COCO_TAXONOMY.values() if t.scientific_name}
 
 
@@ -72,11 +50,11 @@ def speciesnet_lineage(label: str) -> Lineage | None:
     _, klass, order, family, genus, species, _common = (p.strip().lower() for p in parts)
     if not any((klass, order, family, genus)):
         return ((KINGDOM,) if _common == "animal" else ())
-    lineage = [("species", f"{genus.capitalize()} {species}")] if genus and species else []
+    path = [("species", f"{genus.capitalize()} {species}")] if genus and species else []
     for rank, name in zip(reversed(_SPECIESNET_RANKS), (genus, family, order, klass)):
         if name:
-            lineage.append((rank, name.capitalize()))
-    return tuple(lineage) + (KINGDOM,)
+            path.append((rank, name.capitalize()))
+    return tuple(path) + (KINGDOM,)
 
 
 def lineage_of(label: Mapping[str, Any]) -> Lineage:
@@ -89,15 +67,10 @@ def lineage_of(label: Mapping[str, Any]) -> Lineage:
     scientific = label.get("scientific_name")
     if not scientific:
         return ()
-    if scientific in COCO_LINEAGES:
-        return COCO_LINEAGES[scientific]
-    lineage = [(label.get("taxon_rank") or "taxon", scientific)]
-    klass = label.get("taxon_class")
-    if klass and klass != scientific:
-        lineage.append(("class", klass))
-    if scientific != KINGDOM[1]:
-        lineage.append(KINGDOM)
-    return tuple(lineage)
+    # A reviewer's binomial comes without a rank: it names a species.
+    rank = label.get("taxon_rank") or ("species" if len(scientific.split()) == 2 else None)
+    taxon = Taxon(label.get("species") or "", scientific, rank, label.get("taxon_class"))
+    return speciesnet_lineage(lineage(taxon)) or (KINGDOM,)
 
 
 def common_names(labels: Iterable[Mapping[str, Any]]) -> dict[str, str]:

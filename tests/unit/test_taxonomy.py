@@ -5,7 +5,7 @@ from hugin_tables import Shots
 
 from gpu_ops.settings import ProfileError, parse_profile
 from odins_ravne_assets.hugin.events import condense_events
-from odins_ravne_assets.hugin.taxonomy import COCO_LINEAGES, lineage_of, speciesnet_lineage
+from odins_ravne_assets.hugin.taxonomy import lineage_of, speciesnet_lineage
 
 # SpeciesNet labels as its classifier writes them: uuid;class;order;family;genus;species;common name
 RED_DEER = "u1;mammalia;artiodactyla;cervidae;cervus;elaphus;red deer"
@@ -38,10 +38,15 @@ def test_lineages_come_from_the_classifier_in_use():
         ("class", "Mammalia"), ("kingdom", "Animalia"))
     assert speciesnet_lineage(DEER_FAMILY)[0] == ("family", "Cervidae")
     assert speciesnet_lineage("u;;;;;;blank") == ()
-    assert lineage_of({"scientific_name": "Canis familiaris"}) == COCO_LINEAGES["Canis familiaris"]
-    # Another classifier's label knows only its own taxon and class.
+    # The default classifier's taxonomy (gpu_ops.classifier.HIGHER_TAXA).
+    assert lineage_of({"species": "domestic dog", "scientific_name": "Canis familiaris", "taxon_rank": "species"}) == (
+        ("species", "Canis familiaris"), ("genus", "Canis"), ("family", "Canidae"), ("order", "Carnivora"),
+        ("class", "Mammalia"), ("kingdom", "Animalia"))
+    assert lineage_of({"species": "bird", "scientific_name": "Aves", "taxon_rank": "class"}) == (
+        ("class", "Aves"), ("kingdom", "Animalia"))
+    # Another classifier's label knows its class, and its genus from a binomial.
     assert lineage_of({"scientific_name": "Alces alces", "taxon_rank": "species", "taxon_class": "Mammalia"}) == (
-        ("species", "Alces alces"), ("class", "Mammalia"), ("kingdom", "Animalia"))
+        ("species", "Alces alces"), ("genus", "Alces"), ("class", "Mammalia"), ("kingdom", "Animalia"))
 
 
 def test_two_deer_species_at_low_confidence_roll_up_to_the_family():
