@@ -4,8 +4,9 @@
 
 * ``"default"`` - the embedded Darknet YOLOv3-tiny COCO weights on the ``torch``, ``onnx`` or
   ``tensorrt`` backend (``detector_darknet.py``).
-* a path to an ultralytics model file (``.pt``, ``.onnx``, ``.engine``) - run by ultralytics, whose
-  file type decides the runtime (``detector_ultralytics.py``).
+* a path to an ultralytics model file - run by ultralytics: a ``.pt`` checkpoint on the ``torch``
+  backend or through its ``onnx`` / ``tensorrt`` export, an ``.onnx`` / ``.engine`` file as it is
+  (``detector_ultralytics.py``).
 * ``"megadetector:<path>"`` or a release's name (``"megadetector-v5a"``, see
   :mod:`gpu_ops.model_registry`) - MegaDetector: YOLOv5 checkpoints (v5a/v5b, v1000 redwood and
   spruce) through our YOLOv5 adapter, ultralytics checkpoints (v1000 larch/sorrel, v6) through

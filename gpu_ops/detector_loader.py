@@ -42,8 +42,11 @@ def load_detector(model: str = "default", *, backend: str = "auto", device: str 
     ``backend``: auto (on a GPU TensorRT, falling back to torch when the tensorrt package is
     missing; on the CPU ONNX Runtime for the default model, torch for the others), torch, onnx or
     tensorrt; it applies to the default model and to YOLOv5 and ultralytics ``.pt`` checkpoints (an
-    ultralytics ``.onnx`` or ``.engine`` file named directly runs as it is). ``animal_score`` (``best`` | ``sum``, :mod:`gpu_ops.animalness`)
-    applies to the default COCO model only: the others have one animal class. ``cold_start_s`` on the result is the load + warm-up time of the first call.
+    ultralytics ``.onnx`` or ``.engine`` file named directly runs as it is).
+
+    ``animal_score`` (``best`` | ``sum``, :mod:`gpu_ops.animalness`) applies to the default COCO
+    model only: the others have one animal class. ``cold_start_s`` on the result is the load +
+    warm-up time of the first call.
     """
     key = (model, backend, device, image_size, conf_threshold, iou_threshold, animal_score)
     with _CACHE_LOCK:

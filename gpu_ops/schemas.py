@@ -238,6 +238,10 @@ COSTS = pa.schema(
         ("saving_usd", pa.float64()),  # on_demand_usd - usd: what spot saved
         ("n_media", pa.int64()),  # what this job processed: media for detect, crops for classify
         ("usd_per_media", pa.float64()),
+        ("batch_size", pa.int32()),  # Stage 1's batch size in this job (right-sized, or the profile's)
+        ("sizing", pa.string()),  # why this instance type and batch size: the right-sizing rule, or "profile"
+        ("cold_start_seconds", pa.float64()),  # process start and model load, paid once per job
+        ("cameras", pa.int32()),  # cameras this job processed (more than one for a packed job)
         ("status", pa.string()),  # SUCCEEDED | FAILED
         ("started_at", TIMESTAMP),  # UTC
         ("stopped_at", TIMESTAMP),

@@ -23,8 +23,17 @@ from dataclasses import dataclass, field
 # The project's home region and the team's price sheet for it (USD per hour): the defaults of every
 # setting and resource that needs one, written once.
 HOME_REGION = "eu-north-1"
-ON_DEMAND_PRICES = {"g4dn.xlarge": 0.526, "g4dn.2xlarge": 0.752, "p3.2xlarge": 3.06}
-SPOT_PRICES = {"g4dn.xlarge": 0.158, "g4dn.2xlarge": 0.226, "p3.2xlarge": 0.918}
+ON_DEMAND_PRICES = {"g4dn.xlarge": 0.526, "g4dn.2xlarge": 0.752, "g4dn.4xlarge": 1.204, "p3.2xlarge": 3.06}
+SPOT_PRICES = {"g4dn.xlarge": 0.158, "g4dn.2xlarge": 0.226, "g4dn.4xlarge": 0.361, "p3.2xlarge": 0.918}
+# vCPUs and MiB of each GPU instance type: what a right-sized job requests (memory less ECS's reserve).
+INSTANCE_SHAPES = {"g4dn.xlarge": (4, 16384), "g4dn.2xlarge": (8, 32768), "g4dn.4xlarge": (16, 65536), "p3.2xlarge": (8, 62464)}
+# The seeds' optimize_resources as the default right-sizing rule: the first rule whose max_images the
+# stage's pending media stay under picks the instance type and Stage 1's batch size.
+RIGHT_SIZING_RULES = (
+    {"max_images": 100, "instance_type": "g4dn.xlarge", "batch_size": 16},
+    {"max_images": 1000, "instance_type": "g4dn.2xlarge", "batch_size": 32},
+    {"instance_type": "g4dn.4xlarge", "batch_size": 64},
+)
 
 
 class ProfileError(ValueError):
@@ -191,6 +200,14 @@ class ComputeSettings:
 
 
 @dataclass(frozen=True)
+class RightSizingSettings:
+    """Instance type and batch size by workload (resources.stage_plan.right_size); off: the profile's own."""
+
+    enabled: bool = True
+    rules: list = field(default_factory=lambda: [dict(r) for r in RIGHT_SIZING_RULES])
+
+
+@dataclass(frozen=True)
 class AwsSettings:
     job_queue: str = "odins-ravne-gpu-spot"
     ondemand_job_queue: str = "odins-ravne-gpu-ondemand"
@@ -198,6 +215,7 @@ class AwsSettings:
     bucket: str | None = None  # Pipes context/messages and Stage 3 outputs
     compute: ComputeSettings = field(default_factory=ComputeSettings)
     max_parallel_jobs: int = bounded(10, 1)
+    right_sizing: RightSizingSettings = field(default_factory=RightSizingSettings)
 
 
 @dataclass(frozen=True)
@@ -308,6 +326,7 @@ def parse_profile(data: dict, source: str = "<profile>") -> Profile:
     except ValueError as err:
         raise ProfileError(f"{source}: pipeline.{err}") from None
     _check_compute(profile.cloud.aws.compute, source)
+    _check_right_sizing(profile, source)
     for name in ("on_demand_prices", "spot_prices"):
         for instance_type, price in getattr(profile.cost, name).items():
             if isinstance(price, bool) or not isinstance(price, (int, float)) or not Bounds(0.0).allows(price):
@@ -325,6 +344,31 @@ def _check_compute(compute: ComputeSettings, source: str) -> None:
         )
     if not compute.instance_types:
         raise ProfileError(f"{source}: 'cloud.aws.compute.instance_types' is empty; name at least one instance type")
+
+
+def _check_right_sizing(profile: Profile, source: str) -> None:
+    """Each rule names a priced instance type and a batch size; max_images rise, and only the last may omit it."""
+    where = f"{source}: 'cloud.aws.right_sizing.rules"
+    rules = profile.cloud.aws.right_sizing.rules
+    if profile.cloud.aws.right_sizing.enabled and not rules:
+        raise ProfileError(f"{where}' is empty; give at least one rule or set right_sizing.enabled: false")
+    known, previous = {"max_images", "instance_type", "batch_size", "vcpu", "memory"}, 0
+    for index, rule in enumerate(rules):
+        at = f"{where}[{index}]'"
+        if not isinstance(rule, dict) or not {"instance_type", "batch_size"} <= set(rule) or set(rule) - known:
+            raise ProfileError(f"{at} is {rule!r}; use {{max_images: N, instance_type: T, batch_size: B}} (optional vcpu, memory)")
+        for key in ("max_images", "batch_size", "vcpu", "memory"):
+            value = rule.get(key, 1)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ProfileError(f"{at} has {key} {value!r}; allowed: a whole number >= 1")
+        if rule["instance_type"] not in profile.cost.on_demand_prices:
+            raise ProfileError(f"{at} names {rule['instance_type']!r}, which has no price in cost.on_demand_prices: add its price")
+        if rule["instance_type"] not in INSTANCE_SHAPES and not {"vcpu", "memory"} <= set(rule):
+            raise ProfileError(f"{at} names {rule['instance_type']!r}, whose size is not known: give its vcpu and memory (MiB)")
+        last = index == len(rules) - 1
+        if "max_images" not in rule and not last or "max_images" in rule and rule["max_images"] <= previous:
+            raise ProfileError(f"{at}: max_images must rise from rule to rule, and only the last rule may leave it out")
+        previous = rule.get("max_images", previous)
 
 
 MODEL_SUFFIXES = (".pt", ".onnx", ".engine")

@@ -99,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     cost.add_argument("--by", default="camera_id", choices=["camera_id", "run_id", "stage", "capacity"])
     cost.add_argument("--suggest", action="store_true", help="what the measured costs say to change: spot, instance type, batch size, job size")
     cost.add_argument("--next", type=int, dest="next_n", metavar="N", help="the projected cost of the next N images")
+    cost.add_argument("--suggest", action="store_true", help="what the measured costs say to change: spot, instance type, batch size, job size")
+    cost.add_argument("--next", type=int, dest="next_n", metavar="N", help="the projected cost of the next N images")
 
     mdl = sub.add_parser("models", help="the models a profile can name, and what the model cache holds")
     mdl.add_argument("action", choices=["list", "fetch"])

@@ -87,8 +87,13 @@ def infra_teardown(*, profile: str = "cloud", stack_name: str = "odins-ravne", f
     return 0
 
 
-def cost_report(*, output_root: str, profile: str = "cloud", by: str = "camera_id", echo: Echo = print) -> int:
-    from resources.cost import COSTS, CostResource, report_rows, summarize
+def cost_report(
+    *, output_root: str, profile: str = "cloud", by: str = "camera_id", suggest: bool = False, next_n: int | None = None, echo: Echo = print
+) -> int:
+    """Spend per camera (or run, stage, capacity); with ``suggest``, what to change and what the next ``next_n`` images cost."""
+    from resources import cost as costs_module
+    from resources.cost import COSTS, CostResource, report_rows, summarize, usd
+    from resources.stage_plan import right_size
     from resources.profiles import load_profile
     from gpu_ops.storage import open_storage
 
@@ -104,7 +109,8 @@ def cost_report(*, output_root: str, profile: str = "cloud", by: str = "camera_i
     costs = costs.select(COSTS.names)
     rows = report_rows(costs, by=by)
     columns = [by, "jobs", "n_media", "runtime_hours", "usd", "on_demand_usd", "saving_usd", "saving_pct", "usd_per_media"]
-    echo(format_table(columns, [[row.get(c) for c in columns] for row in rows], float_format=".4f"))
+    # Per-image spend is a few micro-dollars for small jobs: significant digits, not four decimals.
+    echo(format_table(columns, [[usd(row[c]) if c == "usd_per_media" else row.get(c) for c in columns] for row in rows], float_format=".4f"))
     total = summarize(costs)
     echo(
         f"\ntotal ${total['usd']:.4f} for {total['jobs']} job(s), {total['runtime_hours']:.3f} GPU hours; "
@@ -112,6 +118,16 @@ def cost_report(*, output_root: str, profile: str = "cloud", by: str = "camera_i
     )
     spent, source = resource.spent_this_month(output)
     echo(f"this month: ${spent:.2f} of ${resource.monthly_budget_usd:,.2f} budget spent ({source})")
+    if suggest or next_n:
+        compute = settings.cloud.aws.compute
+        lines = costs_module.suggest(
+            costs, max_images_per_job=settings.pipeline.stage1.max_images_per_job, right_size=lambda n: right_size(settings, n),
+            next_n=next_n, prices=resource.price_book(), default_instance_type=right_size(settings, next_n or 0).instance_type,
+            capacity="spot" if compute.spot_instances else "on-demand",
+        )
+        echo("\nsuggestions:" if suggest else "")
+        for line in lines if suggest else lines[-1:]:
+            echo(f"  {line}")
     return 0
 
 

@@ -86,7 +86,8 @@ def test_engine_matches_megadetector_inference(small_checkpoint, photos):
     results, stats = _engine(detector, photos)
     assert stats.full_decodes >= 3 and stats.reduced_decodes == 0  # YOLOv5 resizes the full image
     compared = sum(
-        assert_boxes_match(results[p][0], reference_detections(small_checkpoint, p, image_size=640, conf=CONF), min_boxes=5, conf=CONF)
+        assert_boxes_match(results[p][0], reference_detections(small_checkpoint, p, image_size=640, conf=CONF), min_boxes=5,
+                           conf=CONF)
         for p in photos
     )
     assert compared >= 40
@@ -148,14 +149,10 @@ def test_not_a_checkpoint_is_one_clear_error(tmp_path):
 UL_CONF = 0.2  # the random head below scores boxes around 0.2-0.35
 
 
-@pytest.fixture(scope="module")
-def ultralytics_checkpoint(tmp_path_factory) -> Path:
-    """A random YOLO11n (sorrel is YOLO11s, larch YOLO11l: the same head) in the v1000 file format."""
-    return save_ultralytics_checkpoint(build_ultralytics("yolo11n.yaml", class_bias=-1.5),
-                                       tmp_path_factory.mktemp("md1000") / "md_v1000.0.0-sorrel.pt")
-
-
-def test_ultralytics_onnx_export_matches_torch(ultralytics_checkpoint, photos):
+@pytest.mark.parametrize("cfg, filename", [("yolo11n.yaml", "md_v1000.0.0-sorrel.pt"), ("yolov10n.yaml", "MDV6-yolov10-c.pt")])
+def test_ultralytics_onnx_export_matches_torch(cfg, filename, photos, tmp_path):
+    """YOLO11 (v1000 larch/sorrel) and YOLOv10's NMS-free head (MDv6-yolov10)."""
+    ultralytics_checkpoint = save_ultralytics_checkpoint(build_ultralytics(cfg, class_bias=-1.5), tmp_path / filename)
     folder = ultralytics_checkpoint.parent
     torch_detector = load_detector(f"megadetector:{ultralytics_checkpoint}", backend="torch", device="cpu",
                                    image_size=640, conf_threshold=UL_CONF)
@@ -165,7 +162,7 @@ def test_ultralytics_onnx_export_matches_torch(ultralytics_checkpoint, photos):
     assert (torch_detector.backend, onnx_detector.backend) == ("ultralytics-pt", "ultralytics-onnx")
     assert onnx_detector.categories == torch_detector.categories == {0: "animal", 1: "person", 2: "vehicle"}
     # Exported once, next to the checkpoint, under a name carrying its digest; no staging left behind.
-    export = folder / f"md_v1000.0.0-sorrel-{sha256_file(ultralytics_checkpoint)[:12]}-640-export1.onnx"
+    export = folder / f"{ultralytics_checkpoint.stem}-{sha256_file(ultralytics_checkpoint)[:12]}-640-export1.onnx"
     assert sorted(p.name for p in folder.iterdir() if p.name != ".lock") == sorted([ultralytics_checkpoint.name, export.name])
     expected, _ = _engine(torch_detector, photos)
     got, _ = _engine(onnx_detector, photos)  # one dynamic-batch export for the whole batch
@@ -177,7 +174,9 @@ def test_ultralytics_onnx_export_matches_torch(ultralytics_checkpoint, photos):
     assert again is not onnx_detector and again.backend == "ultralytics-onnx" and export.stat().st_mtime_ns == written
 
 
-def test_ultralytics_tensorrt_falls_back_to_torch_with_one_line(ultralytics_checkpoint, monkeypatch, caplog):
+def test_ultralytics_tensorrt_falls_back_to_torch_with_one_line(tmp_path, monkeypatch, caplog):
+    """A random YOLO11n (sorrel is YOLO11s, larch YOLO11l: the same head) in the v1000 file format."""
+    ultralytics_checkpoint = save_ultralytics_checkpoint(build_ultralytics("yolo11n.yaml"), tmp_path / "md_v1000.0.0-larch.pt")
     monkeypatch.setitem(__import__("sys").modules, "tensorrt", None)
     with caplog.at_level(logging.WARNING, logger="gpu_ops"):
         detector = load_detector(f"megadetector:{ultralytics_checkpoint}", backend="tensorrt", device="cpu",
@@ -195,4 +194,5 @@ def test_megadetector_v5_architecture_at_1280_matches(tmp_path, photos):
     detector = load_detector(f"megadetector:{checkpoint}", backend="torch", device="cpu", image_size=1280, conf_threshold=CONF)
     results, _ = _engine(detector, photos[1:])
     for path in photos[1:]:
-        assert_boxes_match(results[path][0], reference_detections(checkpoint, path, image_size=1280, conf=CONF), min_boxes=5, conf=CONF)
+        reference = reference_detections(checkpoint, path, image_size=1280, conf=CONF)
+        assert_boxes_match(results[path][0], reference, min_boxes=5, conf=CONF)
