@@ -9,8 +9,12 @@ job (the cloud profiles). Everything it needs arrives in the Pipes context extra
 ``output_root``  where tables, crops and checkpoints go
 ``profile``      the profile as a dict (:func:`gpu_ops.settings.profile_from_dict`)
 ``shard_keys``   optional: the sha256s of this job's share of the camera's pending media
+``cameras``      instead of ``camera_id``/``shard_keys``: a packed job's cameras, each
+                 ``{"camera_id": ..., "shard_keys": [...]}``, run one after the other in this process
+                 with the model loaded once (:mod:`resources.stage_plan` packs them)
 
-Logs stream back through Pipes; the stage's figures come back as one custom message. Bootstrap
+Logs stream back through Pipes; each camera's figures come back as one custom message
+(``{"stage", "camera_id", "stats"}``), then the job's cold start as ``{"job": {...}}``. Bootstrap
 parameters that name an S3 bucket (as the Batch client writes them) make it read its context from S3
 and write its messages to S3; otherwise the defaults (a temp file / env) are used.
 """
@@ -46,11 +50,48 @@ def _pipes_io():
     return PipesDefaultContextLoader(), PipesDefaultMessageWriter()
 
 
+def seconds_since_process_start() -> float:
+    """Seconds since this process started (Linux ``/proc``; 0 elsewhere): interpreter and import time count as cold start."""
+    try:
+        with open("/proc/self/stat") as stat, open("/proc/uptime") as uptime:
+            started_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+            return max(float(uptime.read().split()[0]) - started_ticks / os.sysconf("SC_CLK_TCK"), 0.0)
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def run(pipes: PipesContext) -> dict:
+    """Run the stage for the job's camera (or each camera of a packed job); returns figures per camera."""
     extras = pipes.extras
     profile = profile_from_dict(extras["profile"])
+    startup_s = seconds_since_process_start()
+    if "cameras" in extras:
+        cameras = extras["cameras"]
+    else:
+        cameras = [{"camera_id": extras["camera_id"], **({"shard_keys": extras["shard_keys"]} if extras.get("shard_keys") is not None else {})}]
+    models: list = []  # loaded by the first camera with work, reused warm by the others
+    figures = {}
+    for camera in cameras:
+        figures[camera["camera_id"]] = run_camera(pipes, profile, extras, camera, models)
+    model_s = getattr(models[0], "cold_start_s", 0.0) if models else 0.0
+    pipes.report_custom_message({"job": {"cameras": len(cameras), "startup_s": round(startup_s, 3), "cold_start_s": round(startup_s + model_s, 3)}})
+    return figures
+
+
+def _once(models: list, load):
+    """A model factory that loads on the first call and hands the same model to every later one."""
+
+    def factory():
+        if not models:
+            models.append(load())
+        return models[0]
+
+    return factory
+
+
+def run_camera(pipes: PipesContext, profile, extras: dict, camera: dict, models: list) -> dict:
     stage = extras["stage"]
-    camera_id = extras["camera_id"]
+    camera_id = camera["camera_id"]
     output = open_storage(extras["output_root"], profile.storage)
     device = profile.runner.device
     # Stages import their models lazily: a Stage 2 run with the label map never loads torch.
@@ -65,7 +106,7 @@ def run(pipes: PipesContext) -> dict:
             input_storage=inputs,
             output_storage=output,
             profile=profile,
-            detector_factory=lambda: load_detector(
+            detector_factory=_once(models, lambda: load_detector(
                 s1.model,
                 backend=s1.backend,
                 device=device,
@@ -73,9 +114,9 @@ def run(pipes: PipesContext) -> dict:
                 conf_threshold=s1.confidence_threshold,
                 iou_threshold=s1.iou_threshold,
                 animal_score=s1.animal_score,
-            ),
+            )),
             log=pipes.log.info,
-            shard_keys=extras.get("shard_keys"),
+            shard_keys=camera.get("shard_keys"),
         )
     elif stage == "classify":
         from gpu_ops.classifier_loader import load_classifier
@@ -86,9 +127,9 @@ def run(pipes: PipesContext) -> dict:
             camera_id=camera_id,
             output_storage=output,
             profile=profile,
-            classifier_factory=lambda: load_classifier(
+            classifier_factory=_once(models, lambda: load_classifier(
                 s2.classifier, labels=s2.labels, image_size=s2.image_size, device=device, geofence=s2.geofence
-            ),
+            )),
             log=pipes.log.info,
         )
     else:
