@@ -227,6 +227,7 @@ COSTS = pa.schema(
         ("job_name", pa.string()),
         ("queue", pa.string()),
         ("capacity", pa.string()),  # spot | on-demand
+        ("priority", pa.string()),  # normal | high: the run's priority (run tag odins-ravne/priority), which picked the queue
         ("instance_type", pa.string()),
         ("region", pa.string()),
         ("price_source", pa.string()),  # table | live-spot | table (live ignored: <why>)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 # The project's home region and the team's price sheet for it (USD per hour): the defaults of every
 # setting and resource that needs one, written once.
 HOME_REGION = "eu-north-1"
+PRIORITIES = ("normal", "high")  # of a run: which Batch queue its GPU jobs go to
 ON_DEMAND_PRICES = {"g4dn.xlarge": 0.526, "g4dn.2xlarge": 0.752, "g4dn.4xlarge": 1.204, "p3.2xlarge": 3.06}
 SPOT_PRICES = {"g4dn.xlarge": 0.158, "g4dn.2xlarge": 0.226, "g4dn.4xlarge": 0.361, "p3.2xlarge": 0.918}
 # vCPUs and MiB of each GPU instance type: what a right-sized job requests (memory less ECS's reserve).
@@ -211,6 +212,9 @@ class RightSizingSettings:
 class AwsSettings:
     job_queue: str = "odins-ravne-gpu-spot"
     ondemand_job_queue: str = "odins-ravne-gpu-ondemand"
+    high_priority_job_queue: str = "odins-ravne-gpu-high"  # ahead of the others, on-demand first
+    priority: str = "normal"  # normal | high: a run's default; the run tag odins-ravne/priority overrides it
+    regions: list = field(default_factory=list)  # where infra deploy/status/teardown act without --region; empty: storage.region
     job_definition: str = "odins-ravne-gpu"
     bucket: str | None = None  # Pipes context/messages and Stage 3 outputs
     compute: ComputeSettings = field(default_factory=ComputeSettings)
@@ -241,7 +245,7 @@ class CostSettings:
     spot_prices: dict = field(
         default_factory=lambda: dict(SPOT_PRICES)
     )
-    cloudwatch_metrics: bool = False
+    cloudwatch_metrics: bool = True  # what the stack's dashboard and alarms read (OdinsRavne/Processing)
 
 
 @dataclass(frozen=True)
@@ -266,6 +270,7 @@ _CHOICES = {
     "pipeline.effort.date_format": ("auto", "day_first", "month_first"),
     "cloud.queue.adapter": ("s3", "sqs"),
     "pipeline.events.smoothing": ("taxonomy", "vote", "off"),
+    "cloud.aws.priority": PRIORITIES,
 }
 
 

@@ -59,7 +59,7 @@ def build_definitions(profile_name: str | None = None) -> Definitions:
     """
     profile_name = profile_name or os.environ.get(PROFILE_ENV) or "local"
     profile = load_profile(profile_name)
-    camera_job = camera_job_for(profile.runner.type)
+    camera_job = camera_job_for(profile.runner.type, profile.cloud.aws.priority)
     pipeline = PipelineResource(input_root=EnvVar("ODINS_RAVNE_INPUT"), output_root=EnvVar("ODINS_RAVNE_OUTPUT"), profile=profile_name)
     return Definitions(
         assets=[*MUNIN_ASSETS, *HUGIN_ASSETS],

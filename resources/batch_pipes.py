@@ -44,17 +44,26 @@ from dagster._core.pipes.client import PipesClientCompletedInvocation
 from dagster._core.pipes.utils import open_pipes_session
 from dagster_aws.pipes import PipesS3ContextInjector, PipesS3MessageReader
 
-from gpu_ops.settings import HOME_REGION
+from gpu_ops.settings import HOME_REGION, StorageSettings
 from resources.aws import aws_client, batch_job_console_url
 from resources.batch_local import LocalBatchRunner
 from resources.batch_retry import FINAL_STATUSES
 from resources.cost import billable_seconds
+from resources.regions import bucket_region
 
 _JOB_NAME_OK = re.compile(r"[^A-Za-z0-9_-]")
 
 
 class BatchJobFailed(RuntimeError):
-    """A Batch job (or shard) ended FAILED; the message says which, why, and where to look."""
+    """A Batch job (or shard) ended FAILED; the message says which, why, and where to look.
+
+    ``run`` holds the jobs that were launched (failed and finished alike): they were billed, so the
+    caller records their costs before it lets the failure through.
+    """
+
+    def __init__(self, message: str, run: "BatchRun | None" = None):
+        super().__init__(message)
+        self.run = run
 
 
 
@@ -275,9 +284,11 @@ class PipesBatchClient(PipesClient, TreatAsResourceParam):
         if failed:
             not_launched = sum(1 for s in shards if s.record is None)
             skipped = f" ({not_launched} not launched after the failure)" if not_launched else ""
+            launched = [s for s in shards if s.record is not None]
             raise BatchJobFailed(
                 f"{len(failed)} of {len(shards)} Batch job(s) failed{skipped}; finished shards keep their results "
-                "and a re-run redoes only the unfinished ones.\n" + "\n".join(s.error for s in failed)
+                "and a re-run redoes only the unfinished ones.\n" + "\n".join(s.error for s in failed),
+                run=BatchRun([s.invocation for s in launched], [s.record for s in launched]),
             )
         return BatchRun([s.invocation for s in shards], [s.record for s in shards])
 
@@ -534,26 +545,38 @@ class PipesBatchClientResource(ConfigurableResource):
             **speed,
         )
 
-    def get_client(self, default_bucket: str | None = None) -> PipesBatchClient:
-        """A client for one stage run; ``default_bucket`` (the output root's) when none is configured."""
-        bucket = self.bucket or default_bucket
+    def get_client(self, default_bucket: str | None = None, *, priority: str = "normal") -> PipesBatchClient:
+        """A client for one stage run; ``default_bucket`` (the output root's) when none is configured.
+
+        The jobs run in the region of ``default_bucket`` (:mod:`resources.regions`); their Pipes
+        messages go to the configured bucket when it is in that region, else to ``default_bucket``
+        (the job role reaches its own region's bucket only). A ``high`` priority run submits to the
+        high-priority queue, which starts on on-demand capacity: no spot fallback to watch for.
+        """
+        region, bucket = self.region, self.bucket or default_bucket
+        if default_bucket:
+            home = StorageSettings(region=self.region)
+            region = bucket_region(default_bucket, home)
+            if bucket != default_bucket and bucket_region(bucket, home) != region:
+                bucket = default_bucket
         if not bucket:
             raise ValueError(
                 "no S3 bucket for the Batch jobs' Pipes messages: set cloud.aws.bucket in the profile or "
                 "ODINS_RAVNE_BUCKET, or write the output to an s3:// root"
             )
-        batch = aws_client("batch", region=self.region)
+        high = priority == "high"
+        batch = aws_client("batch", region=region)
         return PipesBatchClient(
             bucket=bucket,
             key_prefix=self.key_prefix,
             client=batch,
-            s3_client=aws_client("s3", region=self.region),
-            fallback_job_queue=self.fallback_job_queue,
+            s3_client=aws_client("s3", region=region),
+            fallback_job_queue=None if high else self.fallback_job_queue,
             fallback_timeout=self.fallback_timeout,
             max_parallel_jobs=self.max_parallel_jobs,
             poll_interval=self.poll_interval,
             max_poll_interval=self.max_poll_interval,
             message_interval=self.message_interval,
-            spot_queue=self.spot_queue,
+            spot_queue=False if high else self.spot_queue,
             runner=LocalBatchRunner(batch) if self.local_runner else None,
         )

@@ -9,6 +9,7 @@ from dagster import ConfigurableResource
 from gpu_ops.settings import Profile
 from resources.profiles import load_profile
 from gpu_ops.storage import Storage, open_storage
+from resources.regions import storage_settings_for
 
 
 class PipelineResource(ConfigurableResource):
@@ -26,14 +27,15 @@ class PipelineResource(ConfigurableResource):
     def settings(self) -> Profile:
         return load_profile(self.profile)
 
-    # One Storage per root and resource: its boto3 client is made once, not per asset call.
+    # One Storage per root and resource: its boto3 client is made once, not per asset call, in the
+    # region of the root's bucket (a deployment may have a bucket in several regions).
     @cached_property
     def input(self) -> Storage:
-        return open_storage(self.input_root, self.settings.storage)
+        return open_storage(self.input_root, storage_settings_for(self.input_root, self.settings.storage))
 
     @cached_property
     def output(self) -> Storage:
-        return open_storage(self.output_root, self.settings.storage)
+        return open_storage(self.output_root, storage_settings_for(self.output_root, self.settings.storage))
 
     def camera_input(self, camera_id: str) -> Storage:
         return self.input.child(camera_id)

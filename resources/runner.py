@@ -26,7 +26,7 @@ from dagster import (
 
 from resources.batch_pipes import PipesBatchClientResource
 from resources.cost import CostResource
-from resources.stage_plan import run_stage_on_batch
+from resources.stage_plan import run_priority, run_stage_on_batch
 
 ENTRYPOINT = ["-m", "gpu_ops.entrypoint"]
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -65,9 +65,8 @@ class BatchStageRunner(GpuStageRunner):
         output = pipeline.output
         # Without a configured bucket the Pipes messages go next to an s3:// output.
         output_bucket = output.root[len("s3://") :].split("/", 1)[0] if output.is_s3 else None
-        return run_stage_on_batch(
-            context, profile=pipeline.settings, extras=payload, output=output, client=self.batch.get_client(output_bucket), costs=self.cost
-        )
+        client = self.batch.get_client(output_bucket, priority=run_priority(context, pipeline.settings))
+        return run_stage_on_batch(context, profile=pipeline.settings, extras=payload, output=output, client=client, costs=self.cost)
 
 
 def run_subprocess(context, command: list[str], extras: dict) -> list:

@@ -24,6 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--camera", action="append", dest="cameras", help="only this camera (repeatable)")
     p.add_argument("--profile", help="profile name or YAML path (default: $ODINS_RAVNE_PROFILE or local)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--priority", choices=["normal", "high"], help="Batch runner: the high-priority queue (on-demand, ahead of others); default: cloud.aws.priority")
 
     b = sub.add_parser("batch", help="stage local camera cards to S3 and process them on AWS Batch")
     b.add_argument("cards", nargs="+", help="folder(s) of camera folders, or one camera's folder")
@@ -85,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     infra.add_argument("action", choices=["deploy", "status", "teardown"])
     infra.add_argument("--profile", default="cloud")
     infra.add_argument("--stack", default="odins-ravne")
+    infra.add_argument("--region", action="append", default=[], dest="regions",
+                       help="act in this region (repeatable; default: the profile's cloud.aws.regions, else storage.region)")
     infra.add_argument("--image", help="deploy: the GPU image URI (ECR)")
     infra.add_argument("--subnet", action="append", default=[], help="deploy: subnet id (repeatable; default VPC when left out)")
     infra.add_argument("--security-group", action="append", default=[], help="deploy: security group id (repeatable)")
@@ -96,9 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     cost.add_argument("action", choices=["report"])
     cost.add_argument("--out", required=True, help="what process wrote (OUTPUT)")
     cost.add_argument("--profile", default="cloud")
-    cost.add_argument("--by", default="camera_id", choices=["camera_id", "run_id", "stage", "capacity"])
-    cost.add_argument("--suggest", action="store_true", help="what the measured costs say to change: spot, instance type, batch size, job size")
-    cost.add_argument("--next", type=int, dest="next_n", metavar="N", help="the projected cost of the next N images")
+    cost.add_argument("--by", default="camera_id", choices=["camera_id", "run_id", "stage", "capacity", "priority"])
     cost.add_argument("--suggest", action="store_true", help="what the measured costs say to change: spot, instance type, batch size, job size")
     cost.add_argument("--next", type=int, dest="next_n", metavar="N", help="the projected cost of the next N images")
 
@@ -127,7 +128,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "process":
-        return process.process(args.input, args.out, camera_ids=args.cameras, profile=args.profile, quiet=args.quiet)
+        tags = None
+        if args.priority:
+            from odins_ravne_assets.jobs import priority_tags  # Dagster: imported only when needed
+
+            tags = priority_tags(args.priority)
+        return process.process(args.input, args.out, camera_ids=args.cameras, profile=args.profile, quiet=args.quiet, tags=tags)
     if args.command == "batch":
         return batch.batch_command(
             args.cards, args.out, local_output=args.local_output, download_stage3=args.download_stage3, cost_report=args.cost_report,
@@ -161,12 +167,12 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             parser.error("infra deploy needs --image URI (the GPU image pushed to ECR)")
         return odin.infra_deploy(
             profile=args.profile, image_uri=args.image, subnet_ids=args.subnet, security_group_ids=args.security_group,
-            budget_email=args.budget_email or "", stack_name=args.stack, wait=not args.no_wait,
+            budget_email=args.budget_email or "", stack_name=args.stack, wait=not args.no_wait, regions=args.regions,
         )
     if args.command == "infra" and args.action == "status":
-        return odin.infra_status(profile=args.profile, stack_name=args.stack)
+        return odin.infra_status(profile=args.profile, stack_name=args.stack, regions=args.regions)
     if args.command == "infra":
-        return odin.infra_teardown(profile=args.profile, stack_name=args.stack, force=args.force)
+        return odin.infra_teardown(profile=args.profile, stack_name=args.stack, force=args.force, regions=args.regions)
     if args.command == "models" and args.action == "list":
         return models.list_command()
     if args.command == "models":

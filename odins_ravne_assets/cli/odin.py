@@ -26,23 +26,47 @@ def infra_deploy(
     budget_email: str = "",
     stack_name: str = "odins-ravne",
     wait: bool = True,
+    regions: Sequence[str] = (),
     echo: Echo = print,
 ) -> int:
+    """Deploy the stack, its dashboard and alarms in each region (:func:`resources.infra.regions_for`), then the budget.
+
+    ``subnet_ids`` and ``security_group_ids`` belong to one region's VPC: with several regions, each
+    uses its default VPC unless they are given (then deploy one region at a time).
+    """
     from resources import infra
     from gpu_ops.settings import ProfileError
     from resources.profiles import load_profile
 
+    buckets = {}
     try:
         settings = load_profile(profile)
-        region = settings.storage.region
-        if not subnet_ids or not security_group_ids:
-            default_subnets, default_groups = infra.default_network(aws_client("ec2", region=region))
-            subnet_ids = subnet_ids or default_subnets
-            security_group_ids = security_group_ids or default_groups
-            echo(f"using the default VPC: subnets {', '.join(subnet_ids)}, security group {', '.join(security_group_ids)}")
-        params = infra.stack_parameters(settings, image_uri=image_uri, subnet_ids=subnet_ids, security_group_ids=security_group_ids, project_name=stack_name)
-        outputs = infra.deploy(aws_client("cloudformation", region=region), params, stack_name=stack_name, wait=wait, echo=echo)
-        account = aws_client("sts", region=region).get_caller_identity()["Account"]
+        regions = infra.regions_for(settings, regions)
+        if len(regions) > 1 and (subnet_ids or security_group_ids):
+            raise infra.InfraError("--subnet and --security-group belong to one region's VPC: deploy one --region at a time with them")
+        for region in regions:
+            if len(regions) > 1:
+                echo(f"region {region}:")
+            subnets, groups = subnet_ids, security_group_ids
+            if not subnets or not groups:
+                default_subnets, default_groups = infra.default_network(aws_client("ec2", region=region))
+                subnets, groups = subnets or default_subnets, groups or default_groups
+                echo(f"using the default VPC: subnets {', '.join(subnets)}, security group {', '.join(groups)}")
+            params = infra.stack_parameters(
+                settings, image_uri=image_uri, subnet_ids=subnets, security_group_ids=groups, project_name=stack_name, alarm_email=budget_email
+            )
+            outputs = infra.deploy(aws_client("cloudformation", region=region), params, stack_name=stack_name, wait=wait, echo=echo)
+            for key, value in sorted(outputs.items()):
+                echo(f"  {key}: {value}")
+            if outputs:
+                buckets[region] = outputs["BucketName"]
+                echo("  " + infra.ensure_monitoring(
+                    aws_client("cloudwatch", region=region), stack_name=stack_name, monthly_budget_usd=settings.cost.monthly_budget_usd,
+                    alarm_topic_arn=outputs.get("AlarmTopicArn"),
+                ))
+            else:
+                echo("  not waiting for the stack: run deploy again once it is up to add its dashboard and alarms")
+        account = aws_client("sts", region=regions[0]).get_caller_identity()["Account"]
         echo(infra.ensure_budget(
             aws_client("budgets", region="us-east-1"), account_id=account, name=infra.budget_name(stack_name),
             monthly_usd=settings.cost.monthly_budget_usd, email=budget_email,
@@ -51,39 +75,59 @@ def infra_deploy(
         return error(str(err))
     except botocore.exceptions.NoCredentialsError:
         return error("no AWS credentials: run `aws configure` (or set AWS_PROFILE), or point AWS_ENDPOINT_URL at moto")
-    for key, value in sorted(outputs.items()):
-        echo(f"  {key}: {value}")
-    if outputs:
-        echo(f"set cloud.aws.bucket to {outputs['BucketName']} in the profile (or export ODINS_RAVNE_BUCKET={outputs['BucketName']})")
+    if len(buckets) == 1:
+        bucket = next(iter(buckets.values()))
+        echo(f"set cloud.aws.bucket to {bucket} in the profile (or export ODINS_RAVNE_BUCKET={bucket})")
+    elif buckets:
+        echo("one bucket per region: " + ", ".join(f"{r} s3://{b}" for r, b in buckets.items())
+             + "; a run works in the region of its --out bucket")
     return 0
 
 
-def infra_status(*, profile: str = "cloud", stack_name: str = "odins-ravne", echo: Echo = print) -> int:
+def infra_status(*, profile: str = "cloud", stack_name: str = "odins-ravne", regions: Sequence[str] = (), echo: Echo = print) -> int:
+    """The stack in each region: state, outputs, compute, queued jobs, dashboard and alarms."""
     from resources import infra
     from resources.profiles import load_profile
 
-    region = load_profile(profile).storage.region
-    report = infra.status(aws_client("cloudformation", region=region), stack_name=stack_name, batch=aws_client("batch", region=region))
-    echo(f"stack {report['stack']}: {report['status']}")
-    for key, value in sorted(report.get("outputs", {}).items()):
-        echo(f"  {key}: {value}")
-    for name, env in report.get("compute_environments", {}).items():
-        echo(f"  compute {name}: {env['state']}/{env['status']}, {env['desired_vcpus']} of max {env['max_vcpus']} vCPUs up")
-    for queue, counts in report.get("jobs", {}).items():
-        echo(f"  queue {queue}: " + (", ".join(f"{n} {state}" for state, n in counts.items()) or "idle"))
-    return 0
-
-
-def infra_teardown(*, profile: str = "cloud", stack_name: str = "odins-ravne", force: bool = False, echo: Echo = print) -> int:
-    from resources import infra
-    from resources.profiles import load_profile
-
-    region = load_profile(profile).storage.region
     try:
-        message = infra.teardown(aws_client("cloudformation", region=region), stack_name=stack_name, batch=aws_client("batch", region=region), force=force, echo=echo)
+        regions = infra.regions_for(load_profile(profile), regions)
     except infra.InfraError as err:
         return error(str(err))
-    echo(message)
+    for region in regions:
+        report = infra.status(
+            aws_client("cloudformation", region=region), stack_name=stack_name,
+            batch=aws_client("batch", region=region), cloudwatch=aws_client("cloudwatch", region=region),
+        )
+        echo(f"stack {report['stack']}: {report['status']}")
+        echo(f"  region: {region}")
+        for key, value in sorted(report.get("outputs", {}).items()):
+            echo(f"  {key}: {value}")
+        for name, env in report.get("compute_environments", {}).items():
+            echo(f"  compute {name}: {env['state']}/{env['status']}, {env['desired_vcpus']} of max {env['max_vcpus']} vCPUs up")
+        for queue, counts in report.get("jobs", {}).items():
+            echo(f"  queue {queue}: " + (", ".join(f"{n} {state}" for state, n in counts.items()) or "idle"))
+        if "alarms" in report:
+            echo("  alarms: " + (", ".join(f"{name} {state}" for name, state in sorted(report["alarms"].items())) or "none (deploy again to add them)"))
+            echo(f"  dashboard: {report['dashboard'] or 'none (deploy again to add it)'}")
+    return 0
+
+
+def infra_teardown(
+    *, profile: str = "cloud", stack_name: str = "odins-ravne", force: bool = False, regions: Sequence[str] = (), echo: Echo = print
+) -> int:
+    """Tear the stack, its dashboard and alarms down in each region; the buckets and the budget stay."""
+    from resources import infra
+    from resources.profiles import load_profile
+
+    try:
+        for region in infra.regions_for(load_profile(profile), regions):
+            message = infra.teardown(
+                aws_client("cloudformation", region=region), stack_name=stack_name, batch=aws_client("batch", region=region),
+                cloudwatch=aws_client("cloudwatch", region=region), force=force, echo=echo,
+            )
+            echo(f"{region}: {message}")
+    except infra.InfraError as err:
+        return error(str(err))
     return 0
 
 
@@ -97,8 +141,8 @@ def cost_report(
     from resources.profiles import load_profile
     from gpu_ops.storage import open_storage
 
-    if by not in ("camera_id", "run_id", "stage", "capacity"):
-        return error(f"--by {by!r}: use camera_id, run_id, stage or capacity")
+    if by not in ("camera_id", "run_id", "stage", "capacity", "priority"):
+        return error(f"--by {by!r}: use camera_id, run_id, stage, capacity or priority")
     settings = load_profile(profile)
     output = open_storage(output_root, settings.storage)
     resource = CostResource.from_profile(settings)
