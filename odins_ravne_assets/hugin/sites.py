@@ -5,8 +5,10 @@ effort per camera from :func:`odins_ravne_assets.hugin.deployments.trap_nights`.
 
 Definitions (what analysts will ask about):
 
-- *trap-nights* of a site: the sum over its cameras of deployment days (start to end) or, where a
-  deployment has no start/end, the span of the camera's plausible media timestamps. Fractional.
+- *trap-nights* of a site: the sum over its cameras of their operating days (the ``camera_operation``
+  table of :mod:`odins_ravne_assets.hugin.effort`: deployment days less suspected and confirmed
+  outages) or, for a camera without that table, deployment days (start to end; where a deployment
+  has no start/end, the span of the camera's plausible media timestamps). Fractional.
 - *events per 100 trap-nights* of a species at a site: animal events of that species / trap-nights
   x 100 (the relative abundance index of camera-trap literature, with independent events given by the
   compression window). Null when the site has no measured effort.
