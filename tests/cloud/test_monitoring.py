@@ -42,7 +42,6 @@ def _dashboard_metrics(body: dict) -> set[tuple[str, str]]:
     return found
 
 
-@pytest.mark.slow
 def test_deploy_puts_dashboard_and_alarms_on_the_metrics_the_cost_resource_puts(moto_endpoint, tmp_path):
     moto_reset(moto_endpoint)
     lines: list[str] = []
