@@ -9,7 +9,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from dagster import AssetExecutionContext, AutomationCondition, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetSpec, AutomationCondition, MaterializeResult, MetadataValue, asset, multi_asset
 
 from gpu_ops import schemas
 from gpu_ops.repeat_detections import without_suppressed
@@ -64,16 +64,24 @@ def read_camera_operation(pipeline: PipelineResource) -> list[dict]:
                                      date_format=pipeline.settings.pipeline.effort.date_format)
 
 
-@asset(
+@multi_asset(
     partitions_def=cameras,
-    deps=[raw_images],
-    group_name="hugin",
-    kinds={"parquet"},
-    description="Deployments: where and when the camera stood and its clock offset, from the input's "
-    "deployments.csv where it lists the camera, else from the media (median GPS fix, first and last time); "
-    "and camera_operation, day by day (long silences are suspected outages; camera_operation.csv decides).",
+    specs=[
+        AssetSpec(
+            "deployments", deps=[raw_images], group_name="hugin", kinds={"parquet"},
+            description="Deployments: where and when the camera stood and its clock offset, from the input's "
+            "deployments.csv where it lists the camera, else from the media (median GPS fix, first and last time).",
+        ),
+        AssetSpec(
+            "camera_operation", deps=[raw_images, "deployments"], group_name="hugin", kinds={"parquet"},
+            description="Camera operation, one row per camera and day of its deployments: long silences are "
+            "suspected outages, camera_operation.csv decides; trap-nights are its effort_days.",
+        ),
+    ],
 )
-def deployments(context: AssetExecutionContext, pipeline: PipelineResource) -> MaterializeResult:
+def deployments(context: AssetExecutionContext, pipeline: PipelineResource):
+    """Both tables come from one reading of the media and deployments.csv; each is its own asset so
+    lineage shows who reads which."""
     camera_id = validate_camera_id(context.partition_key)
     output = pipeline.output
     media = output.read_parquet(schemas.camera_prefix("media", camera_id))
@@ -81,18 +89,25 @@ def deployments(context: AssetExecutionContext, pipeline: PipelineResource) -> M
     table = build_deployments(media, read_deployments(pipeline), camera_id=camera_id,
                               use_file_mtime=settings.events.use_file_mtime)
     path = output.write_parquet(schemas.camera_key("deployments", camera_id), table)
-    operation = camera_operation(table, media, max_silence_days=settings.effort.max_silence_days,
-                                 overrides=read_camera_operation(pipeline), use_file_mtime=settings.events.use_file_mtime)
-    output.write_parquet(schemas.camera_key("camera_operation", camera_id), operation)
-    return MaterializeResult(
+    yield MaterializeResult(
+        asset_key="deployments",
         metadata={
             "deployments": table.num_rows,
-            "trap_nights": round(sum(operation.column("effort_days").to_pylist()), 3),
-            "days_not_operating": MetadataValue.json(outage_days(operation)),
             "source": ", ".join(sorted(set(table.column("source").to_pylist()))),
             "deployments_table": MetadataValue.md(markdown_table(table.to_pylist())),
             "path": MetadataValue.path(path),
-        }
+        },
+    )
+    operation = camera_operation(table, media, max_silence_days=settings.effort.max_silence_days,
+                                 overrides=read_camera_operation(pipeline), use_file_mtime=settings.events.use_file_mtime)
+    path = output.write_parquet(schemas.camera_key("camera_operation", camera_id), operation)
+    yield MaterializeResult(
+        asset_key="camera_operation",
+        metadata={
+            "trap_nights": round(sum(operation.column("effort_days").to_pylist()), 3),
+            "days_not_operating": MetadataValue.json(outage_days(operation)),
+            "path": MetadataValue.path(path),
+        },
     )
 
 

@@ -176,4 +176,4 @@ def test_the_deployments_asset_writes_each_cameras_table_for_the_assets_that_rea
     # Lineage: every asset that reads the table depends on the asset that writes it.
     graph = build_definitions("local").resolve_asset_graph()
     readers = {key.to_user_string() for key in graph.get(AssetKey("deployments")).child_keys}
-    assert readers == {"condensed_reports", "gps_clusters", "reports", "stage3_database", "species_labels"}
+    assert readers == {"camera_operation", "condensed_reports", "gps_clusters", "reports", "stage3_database", "species_labels"}

@@ -28,7 +28,7 @@ def test_definitions_load_with_placeholder_environment(monkeypatch, tmp_path):
     from odins_ravne_assets.definitions import defs
 
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert keys == {"raw_images", "detections", "repeat_detections", "crops", "species_labels", "deployments", "condensed_reports", "gps_clusters", "reports", "stage3_database"}
+    assert keys == {"raw_images", "detections", "repeat_detections", "crops", "species_labels", "deployments", "camera_operation", "condensed_reports", "gps_clusters", "reports", "stage3_database"}
     assert defs.resolve_job_def("camera_job").partitions_def.name == "cameras"
     assert defs.resolve_job_def("project_job")
     assert {s.name for s in defs.sensors} >= {"new_media_sensor", "project_automation_sensor"}

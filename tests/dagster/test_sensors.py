@@ -80,7 +80,8 @@ def requested(result) -> dict[str, int]:
 
 def materialized(instance, assets, camera_id=None) -> None:
     for asset in assets:
-        instance.report_runless_asset_event(AssetMaterialization(asset_key=asset.key, partition=camera_id))
+        for key in asset.keys:  # a multi-asset (deployments and camera_operation) has several
+            instance.report_runless_asset_event(AssetMaterialization(asset_key=key, partition=camera_id))
 
 
 def test_the_project_assets_follow_the_cameras_by_automation_conditions():
