@@ -35,10 +35,9 @@ from typing import Callable
 
 import yaml
 
+from gpu_ops.settings import PRIORITIES
 from odins_ravne_assets.cli.console import error
 
-PRIORITY_TAG = "odins-ravne/priority"  # the run tag resources.stage_plan reads
-PRIORITIES = ("normal", "high")
 CARDS_FOLDER = "cards"
 Echo = Callable[[str], None]
 
@@ -65,6 +64,7 @@ def batch_command(
     from gpu_ops.storage import is_s3, join
     from odins_ravne_assets.cli.odin import cost_report as print_cost_report, stage3_download
     from odins_ravne_assets.cli.process import ensure_dagster_home, process
+    from odins_ravne_assets.jobs import priority_tags
     from resources.profiles import load_profile
     from resources.staging import StagingError, stage_cards
 
@@ -103,7 +103,7 @@ def batch_command(
     echo(summary.line())
 
     camera_ids = sorted({camera for camera, _ in cameras})
-    code = process(staged_root, out, camera_ids=camera_ids, profile=run_profile, quiet=quiet, tags={PRIORITY_TAG: priority} if priority else None)
+    code = process(staged_root, out, camera_ids=camera_ids, profile=run_profile, quiet=quiet, tags=priority_tags(priority) if priority else None)
     if code != 0:
         return code
     if local_output:
