@@ -6,7 +6,8 @@ the realdata split against the detector with animal-ness and burst fusion:
 Every trigger of a camera is reduced once; each trigger's background is the median of the other
 triggers of its camera and illumination mode; proposals that recur in other triggers are dropped,
 the rest verified by the detector on crops (gpu_ops.fusion's verification), and a verified box that
-no detector box already covers is added (``source = background``).
+no detector box already covers is added (``source = background``); one the crop does not confirm is
+added at ``--prior-conf`` (0 keeps verified ones only). Figures: :mod:`gpu_ops.background`.
 """
 
 from __future__ import annotations
