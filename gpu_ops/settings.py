@@ -153,14 +153,6 @@ class RepeatDetectionSettings:
 
 
 @dataclass(frozen=True)
-class ClusterSettings:
-    min_cluster_size: int = bounded(2, 2)  # HDBSCAN's smallest cluster
-    min_samples: int = bounded(1, 1)
-    # HDBSCAN has no distance scale: a site wider than this sheds its farthest cameras.
-    max_site_radius_m: float | None = bounded(2000.0, 0.0, above=True)
-
-
-@dataclass(frozen=True)
 class EffortSettings:
     """Camera effort (hugin.effort) and the dates of deployments.csv and camera_operation.csv."""
 
@@ -169,6 +161,14 @@ class EffortSettings:
     max_silence_days: float | None = bounded(14.0, 0.0, above=True)
     # How 03/04/2024 reads: auto (the file's other dates decide; else day first, flagged) | day_first | month_first
     date_format: str = "auto"
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    min_cluster_size: int = bounded(2, 2)  # HDBSCAN's smallest cluster
+    min_samples: int = bounded(1, 1)
+    # HDBSCAN has no distance scale: a site wider than this sheds its farthest cameras.
+    max_site_radius_m: float | None = bounded(2000.0, 0.0, above=True)
 
 
 @dataclass(frozen=True)
@@ -220,6 +220,8 @@ class AwsSettings:
     compute: ComputeSettings = field(default_factory=ComputeSettings)
     max_parallel_jobs: int = bounded(10, 1)
     right_sizing: RightSizingSettings = field(default_factory=RightSizingSettings)
+    # process: one packed Stage 1 pre-pass over the small cameras, one cold start a job, not one a camera
+    pack_small_cameras: bool = True
 
 
 @dataclass(frozen=True)

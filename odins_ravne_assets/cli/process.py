@@ -9,6 +9,18 @@ Ctrl-C or SIGTERM stops the whole command, not just the camera it is on: the GPU
 the command says where it stopped and exits 130 (SIGINT) or 143 (SIGTERM); what finished is
 checkpointed, and the same command resumes it. A failed step prints one line (what failed and why),
 not Dagster's traceback; a full or read-only output stops the command at the first camera.
+
+On Batch every job pays a cold start (instance, image, model load), so many small cameras run one
+by one would pay one per camera. Decision: with several cameras and ``cloud.aws.pack_small_cameras``
+on (the default), ``process`` first materializes every camera's ``raw_images`` (its manifest), then
+runs one Stage 1 *pre-pass* (:func:`stage1_prepass`) over the cameras with at most
+``max_images_per_job`` pending media, packed into as few jobs as that cap allows
+(:func:`resources.stage_plan.run_cameras_on_batch`: the same budget guard, right-sizing and cost
+records as a camera's own run), holding each camera's lease. Its work is checkpointed by content hash
+under each camera's ``_work/detect`` folder, so each camera's own run afterwards finds Stage 1 done and
+launches no Stage 1 job. A pre-pass rather than one run over many partitions: the per-camera
+partitions, leases, lineage and failure reporting stay exactly as they are, and a failed pre-pass costs
+nothing but a warning (each camera's own run then does its remaining Stage 1 work itself).
 """
 
 from __future__ import annotations
@@ -170,7 +182,15 @@ def process(
     project = current = None
     with stop_on_signal() as stopped_by:
         try:
+            if settings.runner.type == "batch" and settings.cloud.aws.pack_small_cameras and len(found) > 1:
+                set_progress_callback(None)  # the pre-pass's steps are not the bar's
+                bar.set_description(f"packing Stage 1 of {len(found)} cameras")
+                for line in pack_stage1(camera_job, found, instance=instance, config=config, tags=tags, stopped_by=stopped_by):
+                    bar.write(line, file=sys.stderr)
+                set_progress_callback(on_step)
             for current in found:
+                if stopped_by():
+                    break
                 bar.set_description(f"camera {current}")
                 result = camera_job.execute_in_process(
                     partition_key=current, instance=instance, raise_on_error=False, run_config=config, tags=tags
@@ -220,6 +240,68 @@ def process(
               f"(steps: {', '.join(failed_steps)}); open the Dagster UI for the logs", file=sys.stderr)
         return 1
     return 0
+
+
+def pack_stage1(camera_job, cameras: list[str], *, instance, config: dict, tags: dict, stopped_by) -> list[str]:
+    """Every camera's manifest, then one packed Stage 1 pre-pass over the small ones; returns warning lines.
+
+    A camera whose manifest fails is left to its own run, which reports it; so is a failed pre-pass.
+    """
+    from dagster import AssetKey, GraphDefinition
+
+    manifests = []
+    for camera_id in cameras:
+        result = camera_job.execute_in_process(
+            partition_key=camera_id, instance=instance, raise_on_error=False, run_config=config, tags=tags,
+            asset_selection=[AssetKey("raw_images")],
+        )
+        if stopped_by():
+            return []
+        if result.success:
+            manifests.append(camera_id)
+    if len(manifests) < 2:
+        return []
+    graph = GraphDefinition(name="stage1_prepass", node_defs=[_stage1_prepass_op()])
+    prepass = graph.to_job(resource_defs=camera_job.resource_defs, tags=tags)
+    result = prepass.execute_in_process(
+        instance=instance, raise_on_error=False, tags=tags,
+        run_config={**config, "ops": {"stage1_prepass": {"config": {"camera_ids": manifests}}}},
+    )
+    if result.success or stopped_by():
+        return []
+    return [f"warning: packed Stage 1 of {len(manifests)} cameras: {line}; each camera's own run does its Stage 1 instead"
+            for line in failure_lines(result)]
+
+
+def _stage1_prepass_op():
+    """The pre-pass as a Dagster op (the Batch Pipes client needs a run's context); built on first use."""
+    from dagster import op
+
+    from resources.lease import camera_lease, holder_name
+    from resources.stage_plan import pending_detect_keys, run_cameras_on_batch, run_priority
+
+    # Untyped: the module's postponed annotations could not be resolved for names imported here.
+    @op(name="stage1_prepass", config_schema={"camera_ids": [str]}, required_resource_keys={"pipeline", "gpu_runner"})
+    def prepass(context):
+        """Stage 1 of the cameras with at most ``max_images_per_job`` pending media, packed; a bigger camera's own run shards it."""
+        pipeline, runner = context.resources.pipeline, context.resources.gpu_runner
+        output, profile = pipeline.output, pipeline.settings
+        cap = profile.pipeline.stage1.max_images_per_job
+        with contextlib.ExitStack() as leases:
+            small = []
+            for camera_id in sorted(context.op_config["camera_ids"]):  # one order for every pre-pass: two never deadlock
+                leases.enter_context(camera_lease(output, camera_id, holder=holder_name(context.run_id), log=context.log.warning))
+                if 0 < len(pending_detect_keys(output, profile, camera_id)) <= cap:
+                    small.append(camera_id)
+            if len(small) < 2:
+                context.log.info(f"[batch] {len(small)} small camera(s) with media to detect: nothing to pack")
+                return
+            bucket = output.root[len("s3://") :].split("/", 1)[0] if output.is_s3 else None
+            client = runner.batch.get_client(bucket, priority=run_priority(context, profile))
+            extras = {"stage": "detect", "input_root": pipeline.input.root, "output_root": output.root, "profile": profile.to_dict()}
+            run_cameras_on_batch(context, profile=profile, extras=extras, camera_ids=small, output=output, client=client, costs=runner.cost)
+
+    return prepass
 
 
 def unreachable_by_batch(input_root: str, output_root: str) -> str | None:
