@@ -15,11 +15,14 @@ import yaml
 from dagster import DagsterInstance, asset, materialize
 
 from media_support import ASSETS, write_jpeg
+from gpu_ops.settings import AwsSettings
 from odin_support import JOB_DEFINITION, REGION, SPOT_QUEUE, client, make_batch, moto_batch_without_docker, moto_endpoint, moto_reset  # noqa: F401
 from odins_ravne_assets.cli import main, odin
 from resources import staging
 from resources.batch_local import LocalBatchRunner
 from resources.batch_pipes import PipesBatchClient
+
+HIGH_QUEUE = AwsSettings().high_priority_job_queue
 
 
 def test_process_refuses_a_local_input_on_a_batch_profile(tmp_path, capsys):
@@ -110,7 +113,8 @@ def test_batch_stages_local_cards_runs_them_on_batch_and_a_rerun_does_nothing(mo
     assert "\ncam-a " in printed and "total $" in printed  # the cost report
     assert f"Stage 3 database: {local / 'stage3' / 'odins_ravne.duckdb'}" in printed
     batch = boto3.client("batch", region_name=REGION)
-    jobs = batch.list_jobs(jobQueue=SPOT_QUEUE, jobStatus="SUCCEEDED")["jobSummaryList"]
+    # --priority high: the jobs go to the high-priority queue, ahead of the spot one.
+    jobs = batch.list_jobs(jobQueue=HIGH_QUEUE, jobStatus="SUCCEEDED")["jobSummaryList"]
     assert sorted(j["jobName"] for j in jobs) == ["odins-ravne-classify-cam-a", "odins-ravne-detect-cam-a"]
     con = duckdb.connect(str(local / "stage3" / "odins_ravne.duckdb"), read_only=True)
     assert con.execute("select count(*) from media where camera_id = 'cam-a'").fetchone()[0] == 2
@@ -128,4 +132,4 @@ def test_batch_stages_local_cards_runs_them_on_batch_and_a_rerun_does_nothing(mo
     assert main(command) == 0
     printed = capsys.readouterr().out
     assert "0 uploaded (0 B sent), 0 copied inside S3 (same content already there), 2 already staged" in printed
-    assert len(batch.list_jobs(jobQueue=SPOT_QUEUE, jobStatus="SUCCEEDED")["jobSummaryList"]) == 2  # no new job
+    assert len(batch.list_jobs(jobQueue=HIGH_QUEUE, jobStatus="SUCCEEDED")["jobSummaryList"]) == 2  # no new job
