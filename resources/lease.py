@@ -46,8 +46,9 @@ def camera_lease(output, camera_id: str, *, holder: str, log: Callable[[str], No
     waiting_for = None
     while not lease.try_acquire():
         current = lease.current_holder()
-        if current != waiting_for:
-            log(f"camera {camera_id} is being processed by {current or 'another run'}; waiting for it to finish")
+        # None is a holder between taking the lock and writing its name (or releasing): not news.
+        if current is not None and current != waiting_for:
+            log(f"camera {camera_id} is being processed by {current}; waiting for it to finish")
             waiting_for = current
         time.sleep(poll_s)
     try:

@@ -20,7 +20,7 @@ from gpu_ops.storage import Storage
 from gpu_ops.workstate import WorkState
 from fault_media import write_video
 from media_support import ASSETS, write_jpeg
-from odin_support import client, moto_endpoint  # noqa: F401 - the moto server fixture
+from odin_support import client, moto_endpoint, moto_reset  # noqa: F401 - the moto server fixture
 from odins_ravne_assets.munin.ingest import build_manifest
 from resources.profiles import load_profile
 
@@ -128,6 +128,7 @@ def test_a_burst_with_an_unreadable_frame_waits_whole_for_the_next_run(tmp_path,
 
 def test_an_object_gone_from_s3_is_not_a_failure_of_the_file(tmp_path, detector, moto_endpoint):  # noqa: F811
     """A real S3 fault (NoSuchKey from moto) for a photo and a video: neither is committed."""
+    moto_reset(moto_endpoint)  # the server is shared by the session: start from an empty account
     s3 = client("s3")
     s3.create_bucket(Bucket="cards", CreateBucketConfiguration={"LocationConstraint": "eu-north-1"})
     local = _camera(tmp_path / "src")
