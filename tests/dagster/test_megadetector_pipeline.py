@@ -18,15 +18,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from dagster import DagsterInstance, materialize
 from PIL import Image
 
 from bench.random_checkpoints import build_ultralytics, build_yolov5, save_megadetector_checkpoint, save_ultralytics_checkpoint
 from gpu_ops.detector_loader import load_detector
 from gpu_ops.model_registry import KNOWN_MODELS
-from odins_ravne_assets.jobs import CAMERA_ASSETS
-from resources.pipeline import PipelineResource
-from resources.runner import GpuStageRunner
+from tests.dagster_support import materialize_camera
 from tests.media_support import ASSETS, write_jpeg
 from tests.megadetector_support import assert_boxes_match, reference_detections
 
@@ -68,14 +65,7 @@ def test_a_profile_naming_a_megadetector_release_runs_the_camera_job(release, ca
         "crops": {"min_confidence": 0.9},  # few crops: Stage 2 is not what this test is about
     }}))
     out = tmp_path / "out"
-    instance = DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("cameras", [CAMERA])
-    result = materialize(
-        CAMERA_ASSETS, partition_key=CAMERA, instance=instance,
-        resources={"pipeline": PipelineResource(input_root=str(source), output_root=str(out), profile=str(profile)),
-                   "gpu_runner": GpuStageRunner()},
-    )
-    assert result.success
+    result = materialize_camera(CAMERA, source, out, profile=profile)
     assert (checkpoint.parent / f"{checkpoint.name}.sha256").is_file()  # pinned on first use
 
     (materialization,) = result.asset_materializations_for_node("detections")

@@ -16,13 +16,10 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from dagster import DagsterInstance, materialize
+from dagster_support import materialize_camera
 from speciesnet_support import ANCESTORS, LABELS, VERSION, write_model_folder
 
 from odins_ravne_assets.cli.results import export_command
-from odins_ravne_assets.jobs import CAMERA_ASSETS
-from resources.pipeline import PipelineResource
-from resources.runner import GpuStageRunner
 
 CAMERA = "cam-north-01"
 LION = {"lion": 0.95}
@@ -37,14 +34,7 @@ def test_a_camera_materialized_with_speciesnet_carries_its_species_into_events_a
     profile = tmp_path / "speciesnet.yaml"
     profile.write_text(yaml.safe_dump({"name": "speciesnet", "pipeline": {"stage2": {"classifier": str(model)}}}))
     out = tmp_path / "out"
-    instance = DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("cameras", [CAMERA])
-    result = materialize(
-        CAMERA_ASSETS, partition_key=CAMERA, instance=instance,
-        resources={"pipeline": PipelineResource(input_root=str(source), output_root=str(out), profile=str(profile)),
-                   "gpu_runner": GpuStageRunner()},
-    )
-    assert result.success
+    result = materialize_camera(CAMERA, source, out, profile=profile)
 
     labels = pq.read_table(out / "species_labels" / f"camera_id={CAMERA}").to_pylist()
     animals = [r for r in labels if r["category"] == "animal"]
