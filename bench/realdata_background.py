@@ -1,7 +1,7 @@
 """The camera-level background (:mod:`gpu_ops.background`) as a Stage 1 proposal source, measured on
 the realdata split against the detector with animal-ness and burst fusion:
 
-    python -m bench.realdata_background [--part tune|holdout]
+    python -m bench.realdata_background [--part tune|holdout] [--frames]
 
 Every trigger of a camera is reduced once; each trigger's background is the median of the other
 triggers of its camera and illumination mode; proposals that recur in other triggers are dropped,
@@ -109,7 +109,10 @@ def run(part: str, config: BackgroundConfig, min_confidence: float = 0.3) -> dic
                     scores[s].add(f, by_file[f.file], min_confidence)
         results[method] = {s: sc.summary() for s, sc in scores.items()}
     n = sum(len(by_trigger[t]) for t in images)
-    return {"part": part, "frames": n, "results": results, "counts": dict(counts),
+    per_frame = {f.file: {"kind": f.kind, "infrared": f.infrared, **{
+        method: [(d.category, round(d.conf, 2), d.source) for d in by_file[f.file] if d.conf >= min_confidence]
+        for method, by_file in out.items()}} for t in images for f in by_trigger[t]}
+    return {"part": part, "frames": n, "results": results, "counts": dict(counts), "per_frame": per_frame,
             "ms_per_image": {k: round(1000 * v / max(n, 1), 1) for k, v in seconds.items()}}
 
 
@@ -118,6 +121,7 @@ def main(argv=None) -> int:
     parser.add_argument("--part", choices=("tune", "holdout"), default="tune")
     parser.add_argument("--prior-conf", type=float, default=BackgroundConfig.prior_conf,
                         help="confidence of an unverified background proposal (0: verified ones only)")
+    parser.add_argument("--frames", action="store_true", help="also print each frame's boxes, without and with the background")
     args = parser.parse_args(argv)
     report = run(args.part, BackgroundConfig(prior_conf=args.prior_conf))
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
@@ -126,6 +130,11 @@ def main(argv=None) -> int:
             f" | {s}: {fmt(r['image_recall'])} ({r['animal_frames']}) {fmt(r['box_recall'])} {fmt(r['precision'])} "
             f"{r['boxes_on_empty']}/{r['empty_frames']}" for s, r in slices.items()))
     print("counts:", report["counts"], "ms per image:", report["ms_per_image"])
+    if args.frames:
+        for file, frame in report["per_frame"].items():
+            base = frame["+animal_sum+bursts"]
+            added = frame["+animal_sum+bursts+background"][len(base):]
+            print(f"  {file} {frame['kind']} {'infrared' if frame['infrared'] else 'daylight'} | boxes: {base} | background adds: {added}")
     return 0
 
 
