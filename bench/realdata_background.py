@@ -77,6 +77,7 @@ def run(part: str, config: BackgroundConfig, min_confidence: float = 0.3) -> dic
 
     out = {"+animal_sum+bursts": {}, "+animal_sum+bursts+background": {}}
     counts = defaultdict(int)
+    per_frame = {}  # file -> its boxes at min_confidence, and what the background adds (--frames)
     for trigger, imgs in images.items():
         for k, f in enumerate(by_trigger[trigger]):
             base = fused[trigger][k]
@@ -100,6 +101,8 @@ def run(part: str, config: BackgroundConfig, min_confidence: float = 0.3) -> dic
                         extra.append(FusedDetection(hit[0], hit[1], hit[2], hit[3], "background"))
             counts["added"] += len(extra)
             out["+animal_sum+bursts+background"][f.file] = base + extra
+            shown = lambda found: [(d.category, round(d.conf, 2), d.source) for d in found if d.conf >= min_confidence]  # noqa: E731
+            per_frame[f.file] = {"kind": f.kind, "infrared": f.infrared, "boxes": shown(base), "background_adds": shown(extra)}
     results = {}
     for method, by_file in out.items():
         scores = {s: _Score() for s in SLICES}
@@ -109,9 +112,6 @@ def run(part: str, config: BackgroundConfig, min_confidence: float = 0.3) -> dic
                     scores[s].add(f, by_file[f.file], min_confidence)
         results[method] = {s: sc.summary() for s, sc in scores.items()}
     n = sum(len(by_trigger[t]) for t in images)
-    per_frame = {f.file: {"kind": f.kind, "infrared": f.infrared, **{
-        method: [(d.category, round(d.conf, 2), d.source) for d in by_file[f.file] if d.conf >= min_confidence]
-        for method, by_file in out.items()}} for t in images for f in by_trigger[t]}
     return {"part": part, "frames": n, "results": results, "counts": dict(counts), "per_frame": per_frame,
             "ms_per_image": {k: round(1000 * v / max(n, 1), 1) for k, v in seconds.items()}}
 
@@ -132,9 +132,8 @@ def main(argv=None) -> int:
     print("counts:", report["counts"], "ms per image:", report["ms_per_image"])
     if args.frames:
         for file, frame in report["per_frame"].items():
-            base = frame["+animal_sum+bursts"]
-            added = frame["+animal_sum+bursts+background"][len(base):]
-            print(f"  {file} {frame['kind']} {'infrared' if frame['infrared'] else 'daylight'} | boxes: {base} | background adds: {added}")
+            print(f"  {file} {frame['kind']} {'infrared' if frame['infrared'] else 'daylight'} | "
+                  f"boxes: {frame['boxes']} | background adds: {frame['background_adds']}")
     return 0
 
 
