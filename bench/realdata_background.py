@@ -1,13 +1,15 @@
-"""The camera-level background (:mod:`gpu_ops.background`) as a Stage 1 proposal source, measured on
-the realdata split against the detector with animal-ness and burst fusion:
+"""The camera-level background (:mod:`gpu_ops.background`) as Stage 1 and the ``detections`` asset
+run it, measured on the realdata split against the detector with animal-ness and burst fusion:
 
     python -m bench.realdata_background [--part tune|holdout] [--frames]
 
-Every trigger of a camera is reduced once; each trigger's background is the median of the other
-triggers of its camera and illumination mode; proposals that recur in other triggers are dropped,
-the rest verified by the detector on crops (gpu_ops.fusion's verification), and a verified box that
-no detector box already covers is added (``source = background``); one the crop does not confirm is
-added at ``--prior-conf`` (0 keeps verified ones only). Figures: :mod:`gpu_ops.background`.
+Each image's thumbnail is cut from the decode the engine makes for the detector
+(``gpu_ops.engine.decode_for_detection``), each camera's triggers are timed by the EXIF time the
+ingest reads, and :func:`gpu_ops.background.missed_boxes` adds its one box to every image the
+detector (with bursts) left without a box at or above ``--min-confidence``: the same functions, on
+the same inputs, as ``odins_ravne_assets.munin.publish.background_detections``. Every trigger of a
+camera is context, the tune and held-out ones alike (no labels are used for it); the scores are of
+``--part`` alone. Figures: :mod:`gpu_ops.background` and the README.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from collections import defaultdict
 from bench.realdata import REALDATA, read_manifest, read_split
 from bench.realdata_eval import DETECT_SIDE, SLICES, _Score
 from gpu_ops import media as media_io
-from gpu_ops.background import BackgroundConfig, is_infrared, propose, reduce
-from gpu_ops.boxes import iou
-from gpu_ops.fusion import BurstConfig, FusedDetection, _verify, fuse_burst
+from gpu_ops.background import BackgroundConfig, Trigger, missed_boxes, thumbnail
+from gpu_ops.engine import decode_for_detection
+from gpu_ops.fusion import BurstConfig, FusedDetection, fuse_burst
+
+BASE, WITH_BACKGROUND = "+animal_sum+bursts", "+animal_sum+bursts+background"
 
 
 def run(part: str, config: BackgroundConfig, min_confidence: float = 0.3) -> dict:
@@ -34,93 +38,70 @@ def run(part: str, config: BackgroundConfig, min_confidence: float = 0.3) -> dic
     for f in frames:
         by_trigger[f.trigger].append(f)
     seconds = defaultdict(float)
-    images, fused, reduced, mode = {}, {}, {}, {}
-    for trigger, members in by_trigger.items():  # every trigger: the background needs the other part's too
-        imgs = [media_io.load_image(REALDATA / f.file, max_side=DETECT_SIDE) for f in members]
-        started = time.perf_counter()
-        reduced[trigger] = reduce(imgs, config.side)
-        mode[trigger] = (members[0].camera, is_infrared(imgs[0]))
-        seconds["background_reduce"] += time.perf_counter() - started
+    fused, thumbs, times = {}, {}, {}
+    for trigger, members in by_trigger.items():  # every trigger: the background needs the part's neighbours too
+        for f in members:
+            decoded = decode_for_detection(REALDATA / f.file, detector)
+            started = time.perf_counter()
+            thumbs[f.file] = thumbnail(decoded.image, config.side)
+            seconds["thumbnail"] += time.perf_counter() - started
+            probed = media_io.probe_media(REALDATA / f.file, camera_id=f.camera, file_path=f.file, file_mtime=False)
+            times[f.file] = probed["timestamp"].timestamp() if probed.get("timestamp") else None
         if split.get(trigger) != part:
             continue
-        images[trigger] = imgs
+        imgs = [media_io.load_image(REALDATA / f.file, max_side=DETECT_SIDE) for f in members]
         started = time.perf_counter()
         dets = detector.detect(imgs)
         seconds["detector"] += time.perf_counter() - started
         fused[trigger] = fuse_burst(imgs, dets, detector, config=BurstConfig()).detections
 
-    # Proposals of every trigger of the part, against the other triggers of its camera and mode.
+    out = {BASE: {}, WITH_BACKGROUND: {}}
+    for trigger in fused:
+        for f, found in zip(by_trigger[trigger], fused[trigger]):
+            out[BASE][f.file] = found
+    boxed = {file for file, found in out[BASE].items() if any(d.conf >= min_confidence for d in found)}
+    by_camera = defaultdict(list)
+    for trigger, members in by_trigger.items():
+        known = [times[f.file] for f in members if times[f.file] is not None]
+        infrared = sum(thumbs[f.file][1] for f in members) * 2 > len(members)
+        by_camera[members[0].camera].append(Trigger(trigger, min(known) if known else None, infrared,
+                                                    tuple(thumbs[f.file][0] for f in members), tuple(f.file for f in members)))
     started = time.perf_counter()
-    proposals = {}
-    for trigger in by_trigger:
-        others = [reduced[t] for t in by_trigger if t != trigger and mode[t] == mode[trigger]]
-        if len(others) < config.min_triggers:
-            proposals[trigger] = []
-            continue
-        import numpy as np
-        shape = min(o.shape for o in others + [reduced[trigger]])
-        background = np.median(np.stack([o[: shape[0], : shape[1]] for o in others]), axis=0)
-        diff = reduced[trigger][: shape[0], : shape[1]] - background
-        if float(np.median(np.abs(diff))) > config.max_noise:  # another scene (the camera moved, or a mixed folder)
-            proposals[trigger] = []
-            continue
-        proposals[trigger] = propose(reduced[trigger], background, config)
-    kept = {}
-    for trigger, props in proposals.items():
-        if split.get(trigger) != part:
-            continue
-        same = [t for t in by_trigger if t != trigger and mode[t] == mode[trigger]]
-        kept[trigger] = [p for p in props
-                         if sum(any(iou(p.bbox, q.bbox) >= config.repeat_iou for q in proposals[t]) for t in same)
-                         < config.repeat_triggers]
-    seconds["background_propose"] += time.perf_counter() - started
-
-    out = {"+animal_sum+bursts": {}, "+animal_sum+bursts+background": {}}
-    counts = defaultdict(int)
+    added = {}
+    for triggers in by_camera.values():
+        added.update(missed_boxes(triggers, boxed, config))
+    seconds["background"] += time.perf_counter() - started
     per_frame = {}  # file -> its boxes at min_confidence, and what the background adds (--frames)
-    for trigger, imgs in images.items():
-        for k, f in enumerate(by_trigger[trigger]):
-            base = fused[trigger][k]
-            out["+animal_sum+bursts"][f.file] = base
-            props = [p for p in kept[trigger]
-                     if not any(iou(p.bbox, d.bbox) >= 0.3 and d.conf >= min_confidence for d in base)]
-            counts["proposals"] += len(proposals[trigger])
-            counts["after_repeats"] += len(kept[trigger])
-            extra = []
-            if props:
-                started = time.perf_counter()
-                verified, n = _verify([imgs[k]], props, [[p] for p in props], {id(p): i for i, p in enumerate(props)},
-                                      detector, BurstConfig())
-                seconds["background_verify"] += time.perf_counter() - started
-                counts["crops"] += n
-                for p in props:
-                    hit = verified.get(id(p))
-                    if hit is None and config.prior_conf > 0:
-                        hit = ("animal", "background", config.prior_conf, p.bbox)
-                    if hit and not any(iou(hit[3], d.bbox) >= 0.5 for d in base + extra):
-                        extra.append(FusedDetection(hit[0], hit[1], hit[2], hit[3], "background"))
-            counts["added"] += len(extra)
-            out["+animal_sum+bursts+background"][f.file] = base + extra
-            shown = lambda found: [(d.category, round(d.conf, 2), d.source) for d in found if d.conf >= min_confidence]  # noqa: E731
+    shown = lambda found: [(d.category, round(d.conf, 2), d.source) for d in found if d.conf >= min_confidence]  # noqa: E731
+    for trigger in fused:
+        for f in by_trigger[trigger]:
+            base = out[BASE][f.file]
+            extra = [FusedDetection("animal", "animal", config.prior_conf, added[f.file].bbox, "background")] if f.file in added else []
+            out[WITH_BACKGROUND][f.file] = base + extra
             per_frame[f.file] = {"kind": f.kind, "infrared": f.infrared, "boxes": shown(base), "background_adds": shown(extra)}
     results = {}
     for method, by_file in out.items():
         scores = {s: _Score() for s in SLICES}
-        for trigger in images:
+        for trigger in fused:
             for f in by_trigger[trigger]:
                 for s in ("all", "infrared" if f.infrared else "daylight"):
                     scores[s].add(f, by_file[f.file], min_confidence)
         results[method] = {s: sc.summary() for s, sc in scores.items()}
-    n = sum(len(by_trigger[t]) for t in images)
-    return {"part": part, "frames": n, "results": results, "counts": dict(counts), "per_frame": per_frame,
-            "ms_per_image": {k: round(1000 * v / max(n, 1), 1) for k, v in seconds.items()}}
+    n = sum(len(by_trigger[t]) for t in fused)
+    # The background runs over every image of the camera, so its cost is per image of all of them.
+    everything = len(thumbs)
+    per_image = {"detector": 1000 * seconds["detector"] / max(n, 1),
+                 "thumbnail": 1000 * seconds["thumbnail"] / everything, "background": 1000 * seconds["background"] / everything}
+    return {"part": part, "frames": n, "results": results, "per_frame": per_frame,
+            "counts": {"images_in_context": everything, "part_images_added_to": sum(1 for f in per_frame.values() if f["background_adds"])},
+            "ms_per_image": {k: round(v, 1) for k, v in per_image.items()}}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", choices=("tune", "holdout"), default="tune")
     parser.add_argument("--prior-conf", type=float, default=BackgroundConfig.prior_conf,
-                        help="confidence of an unverified background proposal (0: verified ones only)")
+                        help="the confidence a background box carries (pipeline.background.conf)")
     parser.add_argument("--frames", action="store_true", help="also print each frame's boxes, without and with the background")
     args = parser.parse_args(argv)
     report = run(args.part, BackgroundConfig(prior_conf=args.prior_conf))

@@ -1,24 +1,32 @@
 """A camera-level background: the empty scene from the same camera's other triggers, so an animal
 that stands still through its whole burst still differs from it (issue 13, direction 1).
 
-Per camera and illumination mode (infrared frames are grey, daylight frames are not: a night frame
-compared with a day scene differs everywhere), each trigger is reduced to one small grey frame (the
-median of its frames), normalized by its median brightness (infrared exposure varies from trigger
-to trigger). The background of a trigger is the per-pixel median of at least ``min_triggers`` other
-triggers of its mode. A region of a frame that differs from it by more than ``k_sigma`` robust noise
-units is a proposal. Proposals that recur at the same place in other triggers (a shadow line, a
-plant that moves between nights) are dropped as repeats (:mod:`gpu_ops.repeat_detections`), and the
-rest are verified by the detector on a crop as burst proposals are (:mod:`gpu_ops.fusion`).
+Stage 1 keeps a small grey :func:`thumbnail` of each image, cut from the pixels the engine decoded
+for the detector. Per camera and mode (infrared or daylight, and the thumbnail's shape: a night
+frame compared with a day scene differs everywhere), each trigger is reduced to one frame
+(:func:`reduce`: the median of its thumbnails, smoothed, normalized by its median brightness, since
+infrared exposure varies from trigger to trigger). Its background is the per-pixel median of the
+``neighbours`` triggers of its mode nearest in time (at least ``min_triggers``): the scene as it was
+around then, so a camera that was moved, or a season that changed the vegetation, is compared with
+itself. A trigger whose median difference to it is above ``max_noise`` is another scene and gets
+nothing. A region that differs by more than ``k_sigma`` robust noise units, between ``min_area`` and
+``max_area`` of the frame, is a proposal; one that recurs (IoU >= ``repeat_iou``) among the proposals
+of ``repeat_triggers`` of its neighbours is part of the scene (a shadow line, a plant that moves).
+:func:`missed_boxes` turns the proposals into one box per image the detector found nothing on.
 
-Measured (``python -m bench.realdata_background``): the crop verification confirmed none of the
-proposals on the realdata tune split (the same detector missed those animals in the whole frame),
-so a proposal that passes the scene and repeat guards is kept at ``prior_conf`` (0.3, the events
-threshold, as a consistent burst track is): tune image recall 0.45 -> 0.55 (infrared 0.39 -> 0.52),
-precision 0.44 -> 0.45, 0 of 3 empty frames boxed; held out 0.56 -> 0.72 (infrared 0.57 -> 0.79),
-0 of 3 empty infrared frames boxed, but precision 0.54 -> 0.44 and box recall unchanged (0.33): the
-region is found at 192 px from the trigger's median and is looser than the animal. It needs three
-other triggers of the camera in the same mode and a matching scene, so a folder of mixed cameras
-(ENA24) gets nothing. Cost about half the detector's per image (bench figures, same run).
+Where it runs: ``odins_ravne_assets.munin.publish.background_detections``, when the ``detections``
+table is published (it needs the whole camera, so it cannot be part of Stage 1's per-media work,
+and it needs no GPU). Decided there: one box per image, the strongest region, only on images with no
+Stage 1 box at or above the events' threshold, at ``prior_conf``.
+
+Measured (``python -m bench.realdata_background``): verifying the regions with the detector on a
+crop confirmed none of them on the realdata tune split (the same detector missed those animals in
+the whole frame), so there is no verification: a region that passes the scene and repeat guards is
+kept at ``prior_conf`` (0.3, the events threshold, as a consistent burst track is). Tune: image
+recall 0.45 -> 0.58 (infrared 0.39 -> 0.57), box recall 0.28 -> 0.38, precision 0.44 -> 0.52, 0 of
+3 empty frames boxed; held out: 0.56 -> 0.72 (infrared 0.57 -> 0.79), 0 of 3 empty infrared frames
+boxed, box recall unchanged (0.33) and precision 0.54 -> 0.44: the region is found at 192 px from the
+trigger's median and is looser than the animal. A folder of mixed cameras (ENA24) gets nothing.
 """
 
 from __future__ import annotations
@@ -29,23 +37,35 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from gpu_ops.boxes import Box
+from gpu_ops.boxes import Box, iou
 from gpu_ops.motion import Proposal
 
 
 @dataclass(frozen=True)
 class BackgroundConfig:
-    side: int = 192  # working width of the reduced frames
-    min_triggers: int = 3  # other triggers of the same mode needed for a background
+    side: int = 192  # width of the grey thumbnails Stage 1 keeps of each image
+    neighbours: int = 24  # a trigger's background: this many triggers of its mode nearest in time...
+    min_triggers: int = 3  # ...and at least this many
     k_sigma: float = 3.0  # a pixel differs when it is this many robust noise units off
     min_area: float = 0.005  # smallest region, fraction of the frame
     max_area: float = 0.4  # a larger region is a lighting change, not an animal
     max_proposals: int = 4  # per frame, the strongest
     grey_tolerance: float = 4.0  # mean channel difference (0..255) under which a frame is infrared
     repeat_iou: float = 0.5  # a proposal with this IoU to proposals of...
-    repeat_triggers: int = 2  # ...this many other triggers is part of the scene
+    repeat_triggers: int = 2  # ...this many of its neighbours is part of the scene
     max_noise: float = 0.15  # median difference to the background above which it is another scene
     prior_conf: float = 0.3  # confidence of a proposal the detector does not verify (0: dropped)
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """One trigger of a camera (a burst, or a single photo) as the background sees it."""
+
+    key: str  # the burst id, or the photo's sha256
+    time: float | None  # capture time in seconds (any epoch); None: unknown
+    infrared: bool
+    frames: tuple[np.ndarray, ...]  # the grey thumbnails of its images, in burst order
+    images: tuple[str, ...] = ()  # the images' ids, one per frame
 
 
 def is_infrared(image: np.ndarray) -> bool:
@@ -58,18 +78,68 @@ def is_infrared(image: np.ndarray) -> bool:
     return float(spread) / 2 < BackgroundConfig.grey_tolerance
 
 
-def reduce(frames: list[np.ndarray], side: int) -> np.ndarray:
-    """One trigger as a small grey frame: the median of its frames, divided by its median brightness."""
-    small = []
-    for image in frames:
-        picture = Image.fromarray(image).convert("L")
-        height = max(1, round(picture.height * side / picture.width))
-        small.append(np.asarray(picture.resize((side, height), Image.BILINEAR), dtype=np.float32))
-    shape = min(s.shape for s in small)
-    stack = np.stack([s[: shape[0], : shape[1]] for s in small])
+def thumbnail(image: Image.Image | np.ndarray, side: int = BackgroundConfig.side) -> tuple[np.ndarray, bool]:
+    """What Stage 1 keeps of an image for the background: ``side`` pixels wide, grey ``uint8``, and
+    whether it is infrared (judged on the small colour frame, before it is turned grey)."""
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    height = max(1, round(picture.height * side / picture.width))
+    small = picture.convert("RGB").resize((side, height), Image.BILINEAR)
+    return np.asarray(small.convert("L"), dtype=np.uint8), is_infrared(np.asarray(small))
+
+
+def reduce(frames: list[np.ndarray] | tuple[np.ndarray, ...]) -> np.ndarray:
+    """One trigger as one frame: the median of its thumbnails, smoothed, divided by its median brightness
+    (infrared exposure varies from trigger to trigger)."""
+    shape = min(f.shape for f in frames)
+    stack = np.stack([f[: shape[0], : shape[1]].astype(np.float32) for f in frames])
     frame = np.median(stack, axis=0) if len(stack) > 1 else stack[0]
     frame = ndimage.gaussian_filter(frame, 1.0)
     return frame / max(float(np.median(frame)), 1.0)
+
+
+def _nearest(members: list[Trigger], i: int, count: int) -> list[int]:
+    """Indices of the ``count`` triggers nearest in time to ``members[i]`` (sorted by time, unknown
+    times last): a window of ``count`` on each side, the nearest of it kept (order: ties to the earlier)."""
+    window = [j for j in range(max(0, i - count), min(len(members), i + count + 1)) if j != i]
+
+    def distance(j: int) -> tuple[float, int]:
+        a, b = members[i].time, members[j].time
+        return (abs(a - b) if a is not None and b is not None else float("inf"), abs(i - j))
+
+    return sorted(window, key=lambda j: (distance(j), j))[:count]
+
+
+def camera_proposals(triggers: list[Trigger], config: BackgroundConfig = BackgroundConfig()) -> dict[str, list[Proposal]]:
+    """Background proposals of every trigger of one camera, by trigger key (module doc).
+
+    Deterministic, and a function of the camera's triggers alone: the same media give the same
+    proposals however many runs they arrived in. A mode is the illumination and the thumbnail's
+    shape (another resolution setting is another scene).
+    """
+    modes: dict[tuple, list[Trigger]] = {}
+    for trigger in triggers:
+        shape = min(f.shape for f in trigger.frames)
+        modes.setdefault((trigger.infrared, shape), []).append(trigger)
+    out: dict[str, list[Proposal]] = {}
+    for members in modes.values():
+        members.sort(key=lambda t: (t.time is None, t.time or 0.0, t.key))
+        frames = [reduce(t.frames) for t in members]
+        near = [_nearest(members, i, config.neighbours) for i in range(len(members))]
+        found: list[list[Proposal]] = []
+        for i, frame in enumerate(frames):
+            if len(near[i]) < config.min_triggers:
+                found.append([])
+                continue
+            background = np.median(np.stack([frames[j] for j in near[i]]), axis=0)
+            if float(np.median(np.abs(frame - background))) > config.max_noise:  # another scene: the camera moved
+                found.append([])
+                continue
+            found.append(propose(frame, background, config))
+        for i, trigger in enumerate(members):
+            # A region that differs in several neighbours too is the scene's (a shadow line, a plant).
+            out[trigger.key] = [p for p in found[i] if sum(
+                any(iou(p.bbox, q.bbox) >= config.repeat_iou for q in found[j]) for j in near[i]) < config.repeat_triggers]
+    return out
 
 
 def propose(frame: np.ndarray, background: np.ndarray, config: BackgroundConfig) -> list[Proposal]:
@@ -96,3 +166,16 @@ def propose(frame: np.ndarray, background: np.ndarray, config: BackgroundConfig)
         out.append(Proposal(0, box, score, area, float(region.mean())))
     out.sort(key=lambda p: -p.score)
     return out[: config.max_proposals]
+
+
+def missed_boxes(triggers: list[Trigger], boxed: set[str], config: BackgroundConfig = BackgroundConfig()) -> dict[str, Proposal]:
+    """Image id -> the one background box it gets: the strongest region of its trigger, for every
+    image of the trigger not in ``boxed`` (those the detector already found something on). The
+    background tells that something is there, not how many: one box counts one animal at most."""
+    proposals = camera_proposals(triggers, config)
+    out = {}
+    for trigger in triggers:
+        if proposals.get(trigger.key):
+            best = max(proposals[trigger.key], key=lambda p: p.score)
+            out.update({image: best for image in trigger.images if image not in boxed})
+    return out

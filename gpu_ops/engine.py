@@ -28,7 +28,10 @@ thread, so a slow read from S3 overlaps too). ``on_result(key, detections, crops
 per item from the calling thread, in completion order: ``crops`` maps a detection's index in
 ``detections`` to its JPEG bytes. A failed item (unreadable, undecodable, refused by the model) is
 reported as ``on_result(key, [], exception)`` and the run goes on; an exception raised by
-``on_result`` itself stops the run.
+``on_result`` itself stops the run. With ``on_thumbnail``, each decoded item's small grey frame
+(:func:`gpu_ops.background.thumbnail`, for the camera-level background) is handed to
+``on_thumbnail(key, grey, infrared)`` from the calling thread before its result: it is cut on the
+decode thread from the pixels already decoded for the detector, so it costs no decode of its own.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from typing import Any, Callable, Hashable, Iterable, Union
 import numpy as np
 from PIL import Image
 
+from gpu_ops.background import thumbnail
 from gpu_ops.cropper import crop_box, encode_jpeg, fit_within
 from gpu_ops.detector import Detection, Detector, Letterbox
 from gpu_ops.media import displayed_size, exif_orientation, open_image, upright
@@ -56,6 +60,7 @@ log = logging.getLogger("gpu_ops")
 Source = Union[str, "os.PathLike[str]", bytes, Image.Image]
 Item = tuple[Hashable, Union[Source, Callable[[], Source]]]
 OnResult = Callable[[Hashable, list[Detection], Union[dict[int, bytes], BaseException]], None]
+OnThumbnail = Callable[[Hashable, np.ndarray, bool], None]
 
 
 @dataclass
@@ -90,6 +95,7 @@ class _Decoded:
     data: bytes | None  # the encoded file, kept for a second decode when crops need more pixels
     orientation: int  # the file's EXIF orientation, applied again to a second decode
     seconds: float
+    thumbnail: tuple[np.ndarray, bool] | None = None  # (grey frame, infrared), when asked for
 
     @property
     def reduced(self) -> bool:
@@ -126,7 +132,8 @@ def _rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def decode_for_detection(source: Union[Source, Callable[[], Source]], detector: Detector, counters: _Counters | None = None) -> _Decoded:
+def decode_for_detection(source: Union[Source, Callable[[], Source]], detector: Detector, counters: _Counters | None = None,
+                         thumbnail_side: int | None = None) -> _Decoded:
     """Read and decode one item at the smallest size the detector can use, upright, and letterbox it.
 
     The EXIF orientation is applied here, so the detector sees the photo as displayed and its
@@ -149,7 +156,8 @@ def decode_for_detection(source: Union[Source, Callable[[], Source]], detector: 
         image = _rgb(upright(image, orientation))
         image.load()
     canvas, box = detector.prepare(np.asarray(image))
-    decoded = _Decoded(canvas, box, size, image, data, orientation, time.perf_counter() - started)
+    small = thumbnail(image, thumbnail_side) if thumbnail_side else None
+    decoded = _Decoded(canvas, box, size, image, data, orientation, time.perf_counter() - started, small)
     if counters is not None:
         full = int(data is not None and not decoded.reduced)
         counters.add(decode_seconds=decoded.seconds, reduced=int(decoded.reduced), full=full)
@@ -218,6 +226,8 @@ def run_detection(
     crop_min_side: int = 32,
     crop_quality: int = 90,
     crop_max_side: int | None = None,
+    on_thumbnail: OnThumbnail | None = None,
+    thumbnail_side: int = 192,
 ) -> EngineStats:
     """Detect on every item and cut crops; see the module docstring for items and callbacks."""
     if batch_size < 1 or decode_workers < 1:
@@ -263,7 +273,8 @@ def run_detection(
                 except StopIteration:
                     exhausted = True
                     return
-                pending.append((key, pool.submit(decode_for_detection, source, detector, counters)))
+                pending.append((key, pool.submit(decode_for_detection, source, detector, counters,
+                                                 thumbnail_side if on_thumbnail else None)))
 
         try:
             while True:
@@ -274,9 +285,13 @@ def run_detection(
                 while pending and len(batch) < batch_size:
                     key, future = pending.popleft()
                     try:
-                        batch.append((key, future.result()))
+                        decoded = future.result()
                     except Exception as exc:  # noqa: BLE001 - a bad file fails its item, not the run
                         report(key, exc, {})
+                    else:
+                        batch.append((key, decoded))
+                        if on_thumbnail is not None:
+                            on_thumbnail(key, *decoded.thumbnail)
                     refill()  # keep the workers fed while this batch fills
                 if not batch:
                     continue

@@ -153,6 +153,17 @@ class RepeatDetectionSettings:
 
 
 @dataclass(frozen=True)
+class BackgroundSettings:
+    """The camera-level background (gpu_ops.background says what it is, how it was measured and why
+    these defaults): boxes where a frame differs from the same camera's other triggers."""
+
+    enabled: bool = True
+    neighbours: int = bounded(24, 3)  # triggers of the same mode, nearest in time, that make a background
+    k_sigma: float = bounded(3.0, 0.0, above=True)  # robust noise units a pixel must differ by
+    conf: float = bounded(0.3, 0.0, 1.0, above=True)  # the confidence its boxes carry (no detector saw them)
+
+
+@dataclass(frozen=True)
 class EffortSettings:
     """Camera effort (hugin.effort) and the dates of deployments.csv and camera_operation.csv."""
 
@@ -179,6 +190,7 @@ class PipelineSettings:
     events: EventSettings = field(default_factory=EventSettings)
     effort: EffortSettings = field(default_factory=EffortSettings)
     repeat_detections: RepeatDetectionSettings = field(default_factory=RepeatDetectionSettings)
+    background: BackgroundSettings = field(default_factory=BackgroundSettings)
     clusters: ClusterSettings = field(default_factory=ClusterSettings)
     sensitive_species: list = field(default_factory=list)  # scientific names generalized in exports
     # Burst-aware detection (gpu_ops.fusion.BurstConfig): on for bursts of 3+ frames; {enabled: false} turns it off.

@@ -9,7 +9,11 @@ detected again. A media that does not decode is committed as failed (a property 
 whose bytes cannot be read even after retries (:func:`gpu_ops.media.read_retrying`) is not committed
 at all, with the rest of its burst: the stage finishes the camera's other media, then raises
 :class:`gpu_ops.media.MediaReadError` naming them, and the next run tries them again. Crops are cut from the full-resolution image the detector saw and written as JPEG to
-``crops/camera_id=<id>/<detection_id>.jpg`` under the output root.
+``crops/camera_id=<id>/<detection_id>.jpg`` under the output root. With the camera background on
+(``pipeline.background``), each image's grey thumbnail (:func:`gpu_ops.background.thumbnail`, cut
+from the pixels decoded for the detector) is written per chunk to
+``_work/thumbnails/camera_id=<id>/<chunk>.parquet`` before the chunk is committed; the ``detections`` asset
+reads them to compare each trigger with the camera's others.
 """
 
 from __future__ import annotations
@@ -28,13 +32,14 @@ from PIL import Image
 
 from gpu_ops import media as media_io
 from gpu_ops import schemas
+from gpu_ops.background import BackgroundConfig
 from gpu_ops.boxes import share_inside
 from gpu_ops.cropper import crop_detection, encode_jpeg
 from gpu_ops.engine import run_detection
 from gpu_ops.fusion import BurstConfig, fuse_burst
 from gpu_ops.media import MediaReadError, read_retrying
 from gpu_ops.megadetector_format import detection_id
-from gpu_ops.workstate import WorkState, signature
+from gpu_ops.workstate import WorkState, chunk_name, signature
 
 # One row per detection, per unique media content; the published table adds file path and time.
 RESULT_SCHEMA = pa.schema(
@@ -55,6 +60,22 @@ RESULT_SCHEMA = pa.schema(
         ("crop_path", pa.string()),
         ("crop_width", pa.int32()),
         ("crop_height", pa.int32()),
+    ]
+)
+
+def thumbnails_prefix(camera_id: str) -> str:
+    """Beside the stages' work, not a table of answers; model-independent, so under no signature."""
+    return f"_work/thumbnails/camera_id={camera_id}"
+
+
+# One row per image: its grey thumbnail for the camera background (gpu_ops.background).
+THUMBNAIL_SCHEMA = pa.schema(
+    [
+        ("sha256", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("infrared", pa.bool_()),
+        ("pixels", pa.binary()),  # uint8, row-major, width x height
     ]
 )
 
@@ -111,6 +132,8 @@ def stage1_signature(profile) -> tuple[str, dict]:
         "crop_pad_fraction": crops.pad_fraction,
         "crop_max_side": crops.max_side,
     }
+    if profile.pipeline.background.enabled:  # media detected without a thumbnail are detected again
+        parts["background_thumbnail_side"] = BackgroundConfig.side
     return signature(parts), parts
 
 
@@ -224,8 +247,12 @@ def run_stage1(
     burst_cfg = BurstConfig.from_mapping(profile.pipeline.bursts)
     done_media = 0
     for chunk in chunks_of_whole_bursts(pending, CHUNK_SIZE):
-        rows, failures, unread = _detect_chunk(chunk, camera_id, input_storage, output_storage, detector, s1, crop_cfg, burst_cfg, stats)
+        thumbs: dict[str, tuple[np.ndarray, bool]] = {}
+        rows, failures, unread = _detect_chunk(chunk, camera_id, input_storage, output_storage, detector, s1, crop_cfg, burst_cfg, stats,
+                                               thumbs if profile.pipeline.background.enabled else None)
         readable = [m["sha256"] for m in chunk if m["sha256"] not in unread]
+        if readable and profile.pipeline.background.enabled:
+            _write_thumbnails(output_storage, camera_id, readable, thumbs)
         if readable:
             state.commit(readable, pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), failures)
         stats.media_processed += len(readable) - len(failures)
@@ -251,7 +278,27 @@ def run_stage1(
     return stats
 
 
-def _detect_chunk(chunk, camera_id, input_storage, output_storage, detector, s1, crop_cfg, burst_cfg, stats):
+def _write_thumbnails(output_storage, camera_id: str, keys: list[str], thumbs: dict[str, tuple[np.ndarray, bool]]) -> None:
+    """The chunk's thumbnails, under the chunk's own name: a chunk done again after a crash
+    overwrites its file, and readers keep one row per sha256."""
+    rows = [{"sha256": k, "width": thumbs[k][0].shape[1], "height": thumbs[k][0].shape[0], "infrared": thumbs[k][1],
+             "pixels": np.ascontiguousarray(thumbs[k][0]).tobytes()} for k in keys if k in thumbs]
+    if rows:
+        output_storage.write_parquet(f"{thumbnails_prefix(camera_id)}/{chunk_name(keys)}.parquet",
+                                     pa.Table.from_pylist(rows, schema=THUMBNAIL_SCHEMA))
+
+
+def read_thumbnails(output_storage, camera_id: str) -> dict[str, tuple[np.ndarray, bool]]:
+    """sha256 -> (grey thumbnail, infrared) of every image of the camera Stage 1 kept one of."""
+    table = output_storage.read_parquet(thumbnails_prefix(camera_id))
+    out = {}
+    for row in (table.select(THUMBNAIL_SCHEMA.names).to_pylist() if table is not None else []):
+        pixels = np.frombuffer(row["pixels"], dtype=np.uint8).reshape(row["height"], row["width"])
+        out[row["sha256"]] = (pixels, bool(row["infrared"]))
+    return out
+
+
+def _detect_chunk(chunk, camera_id, input_storage, output_storage, detector, s1, crop_cfg, burst_cfg, stats, thumbs=None):
     """Detect, fuse bursts and crop one chunk of media: ``(rows, failures, unread)``, never raised.
 
     ``failures`` (sha256 -> reason) are the media's own; ``unread`` (sha256 -> reason) are media
@@ -286,6 +333,8 @@ def _detect_chunk(chunk, camera_id, input_storage, output_storage, detector, s1,
         crop_pad_fraction=crop_cfg.pad_fraction,
         crop_quality=crop_cfg.jpeg_quality,
         crop_max_side=crop_cfg.max_side,
+        on_thumbnail=None if thumbs is None else lambda key, grey, infrared: thumbs.__setitem__(key, (grey, infrared)),
+        thumbnail_side=BackgroundConfig.side,
     )
     stats.decode_seconds += engine_stats.decode_seconds
     stats.inference_seconds += engine_stats.inference_seconds

@@ -141,6 +141,8 @@ def detections(context: AssetExecutionContext, pipeline: PipelineResource, gpu_r
             "detections": table.num_rows,
             "model": pipeline.settings.pipeline.stage1.model,
             "media_with_detections": len(set(table.column("file_path").to_pylist())),
+            # Boxes the camera background added where Stage 1 found nothing (gpu_ops.background).
+            "background_detections": sum(1 for s in table.column("source").to_pylist() if s == "background"),
             "by_label": MetadataValue.md(
                 markdown_table([{"category": c, "label": l, "count": n} for (c, l), n in by_label.most_common()])
             ),
@@ -208,23 +210,28 @@ def crops(context: AssetExecutionContext, pipeline: PipelineResource) -> Materia
     _, table, _ = detections_table(pipeline.output, camera_id, pipeline.settings)
     output = pipeline.output
     table = without_suppressed(table, output.read_parquet(schemas.camera_prefix("repeat_detections", camera_id)))
-    table, recut = _recut_missing_crops(camera_id, table, output, pipeline.camera_input(camera_id), pipeline.settings)
+    table, recut, background = _recut_missing_crops(camera_id, table, output, pipeline.camera_input(camera_id), pipeline.settings)
     if recut:
         context.log.warning(f"camera {camera_id}: {recut} crop files were missing and were cut again")
+    if background:
+        context.log.info(f"camera {camera_id}: cut {background} crops of camera-background boxes from their media")
     path = output.write_parquet(schemas.camera_key("crops", camera_id), table)
     return MaterializeResult(
         metadata={
             "crops": table.num_rows,
             "recut": recut,
+            "background_crops_cut": background,
             "path": MetadataValue.path(path),
             "crop_folder": MetadataValue.path(output.uri(schemas.camera_prefix("crops", camera_id))),
         }
     )
 
 
-def _recut_missing_crops(camera_id: str, table: pa.Table, output, camera_input, profile) -> tuple[pa.Table, int]:
+def _recut_missing_crops(camera_id: str, table: pa.Table, output, camera_input, profile) -> tuple[pa.Table, int, int]:
     """Crops are written by Stage 1; a crop file missing since (deleted, or detections imported from
-    a MegaDetector file) is cut here from its media. Returns the index with sizes filled in."""
+    a MegaDetector file) is cut here from its media, as are the crops of camera-background boxes
+    (found after Stage 1, from the whole camera). Returns the index with sizes filled in, how many
+    crops were cut again and how many background crops were cut."""
     rows = table.to_pylist()
     # One listing of the camera's crop folder, not one existence check per crop (an S3 HEAD each).
     present = {info.key for info in output.list(schemas.camera_prefix("crops", camera_id))}
@@ -234,11 +241,11 @@ def _recut_missing_crops(camera_id: str, table: pa.Table, output, camera_input, 
             with Image.open(io.BytesIO(output.read_bytes(row["crop_path"]))) as crop_file:
                 row["width"], row["height"] = crop_file.size
     if not missing:
-        return pa.Table.from_pylist(rows, schema=table.schema), 0
+        return pa.Table.from_pylist(rows, schema=table.schema), 0, 0
     detections_by_id = {
         row["detection_id"]: row for row in output.read_parquet(schemas.camera_prefix("detections", camera_id)).to_pylist()
     }
-    recut = 0
+    recut = background = 0
     for row in missing:
         det = detections_by_id[row["detection_id"]]
         if row["frame_number"]:
@@ -249,8 +256,11 @@ def _recut_missing_crops(camera_id: str, table: pa.Table, output, camera_input, 
         crop = crop_detection(image, bbox, pad_fraction=profile.pipeline.crops.pad_fraction, max_side=profile.pipeline.crops.max_side)
         output.write_bytes(row["crop_path"], encode_jpeg(crop, quality=profile.pipeline.crops.jpeg_quality))
         row["height"], row["width"] = crop.shape[:2]
-        recut += 1
-    return pa.Table.from_pylist(rows, schema=table.schema), recut
+        if det["source"] == "background":
+            background += 1
+        else:
+            recut += 1
+    return pa.Table.from_pylist(rows, schema=table.schema), recut, background
 
 
 @asset(

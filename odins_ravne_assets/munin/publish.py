@@ -5,6 +5,16 @@ camera's current manifest, so a published table holds exactly the media the came
 stable order: re-running after new files arrive gives the same table as a run from scratch.
 Media with identical content are detected once; their detections are published under the first file
 path in sort order (the manifest still lists every file).
+
+The camera background (:mod:`gpu_ops.background`) is computed here, from the thumbnails Stage 1 kept,
+over the whole camera: a trigger's background is made of its neighbours in time, so when new media
+arrive the boxes of the triggers next to them can change, and the table stays the one a run from
+scratch gives. Decided: a background box is added only to an image on which Stage 1 has no box at or
+above the events' ``min_confidence`` (it is what the detector missed, not a second opinion), and at
+most one per image, the strongest region: the background says that something is there, not how
+many, so it counts one animal at most. Its rows carry ``source = background``, the label
+``animal``, the confidence ``pipeline.background.conf`` and the model ``camera-background``; their
+crops are cut by the ``crops`` asset and classified by Stage 2 like any other.
 """
 
 from __future__ import annotations
@@ -14,8 +24,9 @@ from datetime import timedelta
 import pyarrow as pa
 
 from gpu_ops import schemas
+from gpu_ops.background import BackgroundConfig, Trigger, missed_boxes
 from gpu_ops.megadetector_format import detection_id
-from gpu_ops.stage1 import pending_media, stage1_signature
+from gpu_ops.stage1 import crop_key, pending_media, read_thumbnails, stage1_signature
 from gpu_ops.stage2 import LABEL_COLUMNS, stage2_state
 from gpu_ops.workstate import WorkState
 
@@ -96,6 +107,12 @@ def detections_table(output, camera_id: str, profile) -> tuple[pa.Table, pa.Tabl
                     "conf": row["conf"],
                 }
             )
+    for row in background_detections(output, camera_id, profile, media, detections):
+        detections.append(row)
+        if row["conf"] >= profile.pipeline.crops.min_confidence:  # cut by the crops asset (no file yet)
+            crops.append({**{k: row[k] for k in ("camera_id", "detection_id", "file_path", "sha256", "frame_number",
+                                                 "category", "label", "conf")},
+                          "crop_path": crop_key(camera_id, row["detection_id"]), "width": None, "height": None})
     detections.sort(key=lambda r: (r["file_path"], r["frame_number"], r["detection_id"]))
     crops.sort(key=lambda r: (r["file_path"], r["frame_number"], r["detection_id"]))
     return (
@@ -103,6 +120,43 @@ def detections_table(output, camera_id: str, profile) -> tuple[pa.Table, pa.Tabl
         pa.Table.from_pylist(crops, schema=schemas.CROPS),
         failures,
     )
+
+
+# Background boxes take detection indices from here on, clear of any detector's.
+BACKGROUND_INDEX = 900
+BACKGROUND_MODEL = "camera-background"
+
+
+def background_detections(output, camera_id: str, profile, media: dict[str, dict], stage1: list[dict]) -> list[dict]:
+    """The camera background's detection rows for the camera's current media (module doc)."""
+    settings = profile.pipeline.background
+    if not settings.enabled:
+        return []
+    thumbs = read_thumbnails(output, camera_id)
+    members: dict[str, list[dict]] = {}
+    for sha256, item in media.items():
+        if sha256 in thumbs and item["media_type"] == "image":
+            members.setdefault(item["burst_id"] or sha256, []).append(item)
+    triggers = []
+    for key, items in members.items():
+        items.sort(key=lambda m: (m["burst_index"] or 0, m["file_path"]))
+        times = [m["timestamp"].timestamp() for m in items if m["timestamp"] is not None]
+        infrared = sum(thumbs[m["sha256"]][1] for m in items) * 2 > len(items)
+        triggers.append(Trigger(key, min(times) if times else None, infrared,
+                                tuple(thumbs[m["sha256"]][0] for m in items), tuple(m["sha256"] for m in items)))
+    config = BackgroundConfig(neighbours=settings.neighbours, k_sigma=settings.k_sigma, prior_conf=settings.conf)
+    boxed = {d["sha256"] for d in stage1 if d["frame_number"] == 0 and d["conf"] >= profile.pipeline.events.min_confidence}
+    rows = []
+    for sha256, best in sorted(missed_boxes(triggers, boxed, config).items()):
+        item = media[sha256]
+        rows.append({
+            "camera_id": camera_id, "detection_id": detection_id(sha256, 0, BACKGROUND_INDEX),
+            "file_path": item["file_path"], "sha256": sha256, "frame_number": 0, "timestamp": item["timestamp"],
+            "category": "animal", "label": "animal", "conf": settings.conf,
+            "bbox_x": best.bbox[0], "bbox_y": best.bbox[1], "bbox_w": best.bbox[2], "bbox_h": best.bbox[3],
+            "source": "background", "model": BACKGROUND_MODEL,
+        })
+    return rows
 
 
 def species_table(output, camera_id: str, profile) -> pa.Table:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpu_ops.background import BackgroundConfig, is_infrared, propose, reduce
+from gpu_ops.background import BackgroundConfig, Trigger, camera_proposals, is_infrared, propose, reduce, thumbnail
 from gpu_ops.boxes import iou
 
 ANIMAL = (0.55, 0.40, 0.15, 0.20)  # normalized x, y, w, h
@@ -25,23 +25,71 @@ def _scene(seed: int, *, animal: bool = False, gain: float = 1.0, grey: bool = T
     return rgb
 
 
+def _small(frames) -> list[np.ndarray]:
+    return [thumbnail(f)[0] for f in frames]
+
+
 def _background(triggers) -> np.ndarray:
-    return np.median(np.stack([reduce([f], BackgroundConfig.side) for f in triggers]), axis=0)
+    return np.median(np.stack([reduce(_small([f])) for f in triggers]), axis=0)
 
 
 def test_an_animal_standing_still_differs_from_the_cameras_other_triggers():
     config = BackgroundConfig()
     others = [_scene(s, gain=g) for s, g in ((1, 0.8), (2, 1.0), (3, 1.3))]  # exposure varies by trigger
     burst = [_scene(10 + k, animal=True) for k in range(3)]  # the animal does not move: no burst motion
-    [proposal] = propose(reduce(burst, config.side), _background(others), config)
+    [proposal] = propose(reduce(_small(burst)), _background(others), config)
     assert iou(proposal.bbox, ANIMAL) > 0.7
 
 
 def test_the_empty_scene_proposes_nothing():
     config = BackgroundConfig()
     others = [_scene(s) for s in (1, 2, 3)]
-    assert propose(reduce([_scene(20, gain=1.2)], config.side), _background(others), config) == []
+    assert propose(reduce(_small([_scene(20, gain=1.2)])), _background(others), config) == []
 
 
 def test_infrared_is_told_from_colour():
     assert is_infrared(_scene(1)) and not is_infrared(_scene(1, grey=False))
+    assert thumbnail(_scene(1))[1] and not thumbnail(_scene(1, grey=False))[1]
+    grey, _ = thumbnail(_scene(1))
+    assert grey.dtype == np.uint8 and grey.shape == (144, BackgroundConfig.side)
+
+
+def _trigger(key: str, t: float, frames, infrared: bool = True) -> Trigger:
+    return Trigger(key, t, infrared, tuple(_small(frames)))
+
+
+def test_a_camera_finds_the_trigger_with_a_still_animal_and_nothing_in_the_empty_ones():
+    """Ten empty triggers an hour apart (exposure varying) and one burst of a still animal among them."""
+    triggers = [_trigger(f"empty-{k}", 3600.0 * k, [_scene(k, gain=0.8 + 0.05 * k)]) for k in range(10)]
+    triggers.append(_trigger("animal", 3600.0 * 4.5, [_scene(100 + k, animal=True) for k in range(3)]))
+    found = camera_proposals(triggers)
+    assert sorted(found) == sorted(t.key for t in triggers)
+    [proposal] = found["animal"]
+    assert iou(proposal.bbox, ANIMAL) > 0.7
+    assert all(found[f"empty-{k}"] == [] for k in range(10))
+    # Computed again with the triggers in another order (media arriving in other runs): the same.
+    again = camera_proposals(list(reversed(triggers)))
+    assert again == found
+
+
+def test_what_stands_in_several_triggers_is_the_scene_and_another_mode_is_never_the_background():
+    # The "animal" in four of eight triggers is part of the scene (a rock that came with a season)...
+    triggers = [_trigger(f"t{k}", 600.0 * k, [_scene(k, animal=k % 2 == 0)]) for k in range(8)]
+    assert all(p == [] for p in camera_proposals(triggers).values())
+    # ...and a daylight trigger is not compared with infrared ones: too few of its own mode.
+    night = [_trigger(f"n{k}", 600.0 * k, [_scene(k)]) for k in range(6)]
+    day = _trigger("day", 650.0, [_scene(50, animal=True, grey=False)], infrared=False)
+    assert camera_proposals(night + [day])["day"] == []
+
+
+def test_a_trigger_s_background_is_made_of_its_neighbours_in_time():
+    """The camera is moved after five triggers: each trigger is compared with its own scene."""
+    config = BackgroundConfig(neighbours=4)
+    before = [_trigger(f"a{k}", 60.0 * k, [_scene(k)]) for k in range(5)]
+    moved = [_trigger(f"b{k}", 1e6 + 60.0 * k, [np.roll(_scene(10 + k), 90, axis=1)]) for k in range(5)]
+    moved.append(_trigger("b-animal", 1e6 + 150.0, [np.roll(_scene(30, animal=True), 90, axis=1)]))
+    found = camera_proposals(before + moved, config)
+    assert all(found[t.key] == [] for t in before + moved[:-1])
+    [proposal] = found["b-animal"]
+    x, y, w, h = ANIMAL
+    assert iou(proposal.bbox, (x + 90 / 320, y, w, h)) > 0.7

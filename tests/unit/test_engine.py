@@ -172,3 +172,25 @@ def test_a_reduced_decode_reaches_the_same_model_input(big_jpegs, detector):
     assert decoded.reduced
     assert np.abs(decoded.canvas.astype(int) - reference.astype(int)).mean() < 0.6
     assert decoded.box.scale * decoded.box.width == pytest.approx(box.scale * box.width, rel=1e-3)
+
+
+def test_thumbnails_come_from_the_detector_s_decode_one_per_decoded_item(big_jpegs, detector):
+    """The camera background's thumbnails: handed over before each result, from the reduced decode."""
+    from gpu_ops.background import thumbnail
+
+    thumbs = {}
+    results, on_result = _collect()
+
+    def on_thumbnail(key, grey, infrared):
+        assert key not in results and key not in thumbs  # before its result, once
+        thumbs[key] = (grey, infrared)
+
+    items = [(i, data) for i, data in enumerate(big_jpegs)] + [("broken", b"not an image")]
+    stats = run_detection(items, detector, crop_min_conf=0.3, on_result=on_result, on_thumbnail=on_thumbnail)
+    assert stats.reduced_decodes == 2 and stats.failed == 1 and sorted(thumbs) == [0, 1]  # no thumbnail of what did not decode
+    for i, data in enumerate(big_jpegs):
+        grey, infrared = thumbs[i]
+        expected, _ = thumbnail(decode_for_detection(data, detector).image)
+        assert grey.shape == (144, 192) and grey.dtype == np.uint8 and not infrared  # colour photographs
+        assert np.array_equal(grey, expected)
+    assert decode_for_detection(big_jpegs[0], detector).thumbnail is None  # not asked for: none made
