@@ -99,7 +99,8 @@ def _draw_boxes(tile: Image.Image, dets: list[dict], font) -> None:
         w, h = det["bbox_w"] * width, det["bbox_h"] * height
         color = COLORS.get(det["category"], OTHER_COLOR)
         draw.rectangle([x, y, x + w, y + h], outline=color, width=2)
-        tag = f"{det['label']} {det['conf']:.2f}"
+        # A box no detector drew says where it came from (the camera background).
+        tag = f"{det['label']} {det['conf']:.2f}" + (" background" if det.get("source") == "background" else "")
         left, top, right, bottom = draw.textbbox((0, 0), tag, font=font)
         tag_w, tag_h = right - left + 4, bottom - top + 4
         # Above the box where there is room, else just inside its top edge.
