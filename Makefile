@@ -43,6 +43,7 @@ bench: install
 	$(PY) -m bench.bursts_semireal --out $(CURDIR)/bench/data/semireal
 	$(PY) -m bench.bursts_cost --width 2048
 	$(PY) -m bench.hugin_query
+	$(PY) -m bench.background_cost
 
 clean:
 	rm -rf $(OUT) $(SAMPLES) $(DAGSTER_HOME)

@@ -106,9 +106,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     report = run(args.part, BackgroundConfig(prior_conf=args.prior_conf))
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    print(f"[{report['part']}] {'method':<32}" + "".join(f" | {s}: img-recall located box-recall prec empty-boxes" for s in SLICES))
     for method, slices in report["results"].items():
         print(f"[{report['part']}] {method:<32}" + "".join(
-            f" | {s}: {fmt(r['image_recall'])} ({r['animal_frames']}) {fmt(r['box_recall'])} {fmt(r['precision'])} "
+            f" | {s}: {fmt(r['image_recall'])} ({r['animal_frames']}) {fmt(r['located_recall'])} {fmt(r['box_recall'])} {fmt(r['precision'])} "
             f"{r['boxes_on_empty']}/{r['empty_frames']}" for s, r in slices.items()))
     print("counts:", report["counts"], "ms per image:", report["ms_per_image"])
     if args.frames:

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpu_ops.background import BackgroundConfig, Trigger, camera_proposals, is_infrared, propose, reduce, thumbnail
+from gpu_ops.background import BackgroundConfig, Trigger, camera_proposals, is_infrared, missed_boxes, propose, reduce, thumbnail
 from gpu_ops.boxes import iou
 
 ANIMAL = (0.55, 0.40, 0.15, 0.20)  # normalized x, y, w, h
 
 
-def _scene(seed: int, *, animal: bool = False, gain: float = 1.0, grey: bool = True) -> np.ndarray:
+def _scene(seed: int, *, animal: bool = False, gain: float = 1.0, grey: bool = True, at=ANIMAL) -> np.ndarray:
     """A fixed textured scene (the same for every seed), camera noise and exposure per trigger."""
     yy, xx = np.mgrid[0:240, 0:320]
     base = 100 + 40 * np.sin(xx / 17.0) * np.cos(yy / 23.0)
     noisy = base * gain + np.random.default_rng(seed).normal(0, 3, base.shape)
     if animal:
-        x, y, w, h = ANIMAL
+        x, y, w, h = at
         noisy[int(y * 240): int((y + h) * 240), int(x * 320): int((x + w) * 320)] += 60
     image = np.clip(noisy, 0, 255).astype(np.uint8)
     rgb = np.stack([image] * 3, axis=2)
@@ -55,7 +55,7 @@ def test_infrared_is_told_from_colour():
 
 
 def _trigger(key: str, t: float, frames, infrared: bool = True) -> Trigger:
-    return Trigger(key, t, infrared, tuple(_small(frames)))
+    return Trigger(key, t, infrared, tuple(_small(frames)), tuple(f"{key}-{k}" for k in range(len(frames))))
 
 
 def test_a_camera_finds_the_trigger_with_a_still_animal_and_nothing_in_the_empty_ones():
@@ -64,9 +64,10 @@ def test_a_camera_finds_the_trigger_with_a_still_animal_and_nothing_in_the_empty
     triggers.append(_trigger("animal", 3600.0 * 4.5, [_scene(100 + k, animal=True) for k in range(3)]))
     found = camera_proposals(triggers)
     assert sorted(found) == sorted(t.key for t in triggers)
-    [proposal] = found["animal"]
-    assert iou(proposal.bbox, ANIMAL) > 0.7
-    assert all(found[f"empty-{k}"] == [] for k in range(10))
+    assert len(found["animal"]) == 3  # one list per frame: the animal in each
+    for [proposal] in found["animal"]:
+        assert iou(proposal.bbox, ANIMAL) > 0.7
+    assert all(found[f"empty-{k}"] == [[]] for k in range(10))
     # Computed again with the triggers in another order (media arriving in other runs): the same.
     again = camera_proposals(list(reversed(triggers)))
     assert again == found
@@ -75,11 +76,11 @@ def test_a_camera_finds_the_trigger_with_a_still_animal_and_nothing_in_the_empty
 def test_what_stands_in_several_triggers_is_the_scene_and_another_mode_is_never_the_background():
     # The "animal" in four of eight triggers is part of the scene (a rock that came with a season)...
     triggers = [_trigger(f"t{k}", 600.0 * k, [_scene(k, animal=k % 2 == 0)]) for k in range(8)]
-    assert all(p == [] for p in camera_proposals(triggers).values())
+    assert all(p == [[]] for p in camera_proposals(triggers).values())
     # ...and a daylight trigger is not compared with infrared ones: too few of its own mode.
     night = [_trigger(f"n{k}", 600.0 * k, [_scene(k)]) for k in range(6)]
     day = _trigger("day", 650.0, [_scene(50, animal=True, grey=False)], infrared=False)
-    assert camera_proposals(night + [day])["day"] == []
+    assert camera_proposals(night + [day])["day"] == [[]]
 
 
 def test_a_trigger_s_background_is_made_of_its_neighbours_in_time():
@@ -89,7 +90,19 @@ def test_a_trigger_s_background_is_made_of_its_neighbours_in_time():
     moved = [_trigger(f"b{k}", 1e6 + 60.0 * k, [np.roll(_scene(10 + k), 90, axis=1)]) for k in range(5)]
     moved.append(_trigger("b-animal", 1e6 + 150.0, [np.roll(_scene(30, animal=True), 90, axis=1)]))
     found = camera_proposals(before + moved, config)
-    assert all(found[t.key] == [] for t in before + moved[:-1])
-    [proposal] = found["b-animal"]
+    assert all(found[t.key] == [[]] for t in before + moved[:-1])
+    [[proposal]] = found["b-animal"]
     x, y, w, h = ANIMAL
     assert iou(proposal.bbox, (x + 90 / 320, y, w, h)) > 0.7
+
+
+def test_an_animal_walking_through_its_burst_is_boxed_where_it_is_in_each_frame():
+    """The burst's median would erase it: each frame is compared with the background on its own."""
+    steps = [(0.10 + 0.25 * k, 0.40, 0.15, 0.20) for k in range(3)]
+    triggers = [_trigger(f"empty-{k}", 3600.0 * k, [_scene(k)]) for k in range(6)]
+    triggers.append(_trigger("walk", 3600.0 * 2.5, [_scene(200 + k, animal=True, at=box) for k, box in enumerate(steps)]))
+    found = camera_proposals(triggers)["walk"]
+    for box, [proposal] in zip(steps, found):
+        assert iou(proposal.bbox, box) > 0.6
+    boxes = missed_boxes(triggers, {"walk-1"})  # the detector found the animal in frame 1
+    assert "walk-1" not in boxes and iou(boxes["walk-0"].bbox, steps[0]) > 0.6 and iou(boxes["walk-2"].bbox, steps[2]) > 0.6
