@@ -85,3 +85,17 @@ def test_committed_split_covers_the_manifest():
     triggers = {f.trigger for f in read_manifest()}
     assert triggers == set(split)
     assert make_split(read_manifest()) == {part: sorted(k for k, p in split.items() if p == part) for part in ("tune", "holdout")}
+
+
+def test_a_box_beside_the_animal_boxes_the_frame_but_does_not_locate_the_animal():
+    """Image recall alone hid this on the held-out part: boxes added on animal frames, none on the animal."""
+    from bench.realdata import Frame
+    from bench.realdata_eval import _Score
+
+    fox = Frame("c/1.jpg", "c", "c/1.jpg", True, "animal", ((0.10, 0.10, 0.20, 0.20),), 640, 480)
+    score = _Score()
+    score.add(fox, [Detection("animal", "animal", 0.5, (0.60, 0.60, 0.20, 0.20))], 0.3)
+    score.add(fox, [Detection("animal", "animal", 0.5, (0.12, 0.10, 0.20, 0.20))], 0.3)
+    score.add(fox, [Detection("animal", "animal", 0.2, (0.10, 0.10, 0.20, 0.20))], 0.3)  # below the threshold
+    summary = score.summary()
+    assert (summary["animal_frames"], summary["image_recall"], summary["located_recall"]) == (3, 2 / 3, 1 / 3)
