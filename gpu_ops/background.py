@@ -49,6 +49,7 @@ class BackgroundConfig:
     side: int = 192  # width of the grey thumbnails Stage 1 keeps of each image
     neighbours: int = 24  # a trigger's background: this many triggers of its mode nearest in time...
     min_triggers: int = 3  # ...and at least this many
+    block: int = 8  # consecutive triggers sharing one background in a camera of many (_blocks)
     k_sigma: float = 3.0  # a pixel differs when it is this many robust noise units off
     min_area: float = 0.005  # smallest region, fraction of the frame
     max_area: float = 0.4  # a larger region is a lighting change, not an animal
@@ -100,16 +101,26 @@ def reduce(frames: list[np.ndarray] | tuple[np.ndarray, ...]) -> np.ndarray:
     return frame / max(float(np.median(frame)), 1.0)
 
 
-def _nearest(members: list[Trigger], i: int, count: int) -> list[int]:
-    """Indices of the ``count`` triggers nearest in time to ``members[i]`` (sorted by time, unknown
-    times last): a window of ``count`` on each side, the nearest of it kept (order: ties to the earlier)."""
-    window = [j for j in range(max(0, i - count), min(len(members), i + count + 1)) if j != i]
+def _nearest(members: list[Trigger], block: range, count: int) -> list[int]:
+    """Indices of the ``count`` triggers nearest in time to the ``block`` of consecutive triggers, not
+    in it (members sorted by time, unknown times last): a window of ``count`` on each side, the
+    nearest of it kept (ties to the earlier)."""
+    window = [j for j in range(max(0, block.start - count), min(len(members), block.stop + count)) if j not in block]
 
     def distance(j: int) -> tuple[float, int]:
+        i = block.start if j < block.start else block.stop - 1
         a, b = members[i].time, members[j].time
         return (abs(a - b) if a is not None and b is not None else float("inf"), abs(i - j))
 
     return sorted(window, key=lambda j: (distance(j), j))[:count]
+
+
+def _blocks(n: int, config: BackgroundConfig) -> list[range]:
+    """Triggers that share one background: each alone in a small camera; in a camera of more than
+    twice ``neighbours`` triggers of a mode, ``block`` consecutive ones (a per-pixel median per
+    trigger is most of the cost). A trigger is never part of its own background either way."""
+    size = 1 if n <= 2 * config.neighbours else config.block
+    return [range(s, min(n, s + size)) for s in range(0, n, size)]
 
 
 def camera_proposals(triggers: list[Trigger], config: BackgroundConfig = BackgroundConfig()) -> dict[str, list[list[Proposal]]]:
@@ -132,10 +143,15 @@ def camera_proposals(triggers: list[Trigger], config: BackgroundConfig = Backgro
     for members in modes.values():
         members.sort(key=lambda t: (t.time is None, t.time or 0.0, t.key))
         frames = [reduce(t.frames) for t in members]
-        near = [_nearest(members, i, config.neighbours) for i in range(len(members))]
+        near: list[list[int]] = [[] for _ in members]
+        shared: list[np.ndarray | None] = [None] * len(members)
+        for block in _blocks(len(members), config):
+            others = _nearest(members, block, config.neighbours)
+            median = np.median(np.stack([frames[j] for j in others]), axis=0) if len(others) >= config.min_triggers else None
+            for i in block:
+                near[i], shared[i] = others, median
         backgrounds: list[np.ndarray | None] = []
-        for i, frame in enumerate(frames):
-            background = np.median(np.stack([frames[j] for j in near[i]]), axis=0) if len(near[i]) >= config.min_triggers else None
+        for frame, background in zip(frames, shared):
             if background is not None and float(np.median(np.abs(frame - background))) > config.max_noise:
                 background = None  # another scene: the camera moved, or a folder of mixed cameras
             backgrounds.append(background)

@@ -106,3 +106,14 @@ def test_an_animal_walking_through_its_burst_is_boxed_where_it_is_in_each_frame(
         assert iou(proposal.bbox, box) > 0.6
     boxes = missed_boxes(triggers, {"walk-1"})  # the detector found the animal in frame 1
     assert "walk-1" not in boxes and iou(boxes["walk-0"].bbox, steps[0]) > 0.6 and iou(boxes["walk-2"].bbox, steps[2]) > 0.6
+
+
+def test_a_camera_of_many_triggers_shares_backgrounds_by_blocks_and_still_finds_a_lingering_animal():
+    """60 triggers: blocks of 8 share one background (never their own); an animal that stays through
+    three consecutive triggers of a block is not part of their background."""
+    triggers = [_trigger(f"t{k:02d}", 600.0 * k, [_scene(k, animal=k in (17, 18, 19))]) for k in range(60)]
+    found = camera_proposals(triggers)
+    for k in (17, 18, 19):
+        [[proposal]] = found[f"t{k:02d}"]
+        assert iou(proposal.bbox, ANIMAL) > 0.6
+    assert sum(len(f[0]) for key, f in found.items() if key not in ("t17", "t18", "t19")) == 0
