@@ -50,7 +50,7 @@ from typing import Any, Callable, Hashable, Iterable, Union
 import numpy as np
 from PIL import Image
 
-from gpu_ops.background import thumbnail
+from gpu_ops.background import BackgroundConfig, thumbnail
 from gpu_ops.cropper import crop_box, encode_jpeg, fit_within
 from gpu_ops.detector import Detection, Detector, Letterbox
 from gpu_ops.media import displayed_size, exif_orientation, open_image, upright
@@ -227,7 +227,7 @@ def run_detection(
     crop_quality: int = 90,
     crop_max_side: int | None = None,
     on_thumbnail: OnThumbnail | None = None,
-    thumbnail_side: int = 192,
+    thumbnail_side: int = BackgroundConfig.side,
 ) -> EngineStats:
     """Detect on every item and cut crops; see the module docstring for items and callbacks."""
     if batch_size < 1 or decode_workers < 1:

@@ -63,6 +63,7 @@ RESULT_SCHEMA = pa.schema(
     ]
 )
 
+
 def thumbnails_prefix(camera_id: str) -> str:
     """Beside the stages' work, not a table of answers; model-independent, so under no signature."""
     return f"_work/thumbnails/camera_id={camera_id}"

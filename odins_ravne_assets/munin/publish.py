@@ -145,7 +145,9 @@ def background_detections(output, camera_id: str, profile, media: dict[str, dict
         triggers.append(Trigger(key, min(times) if times else None, infrared,
                                 tuple(thumbs[m["sha256"]][0] for m in items), tuple(m["sha256"] for m in items)))
     config = BackgroundConfig(neighbours=settings.neighbours, k_sigma=settings.k_sigma, prior_conf=settings.conf)
-    boxed = {d["sha256"] for d in stage1 if d["frame_number"] == 0 and d["conf"] >= profile.pipeline.events.min_confidence}
+    events = profile.pipeline.events  # the camera's own events threshold where the profile sets one
+    threshold = float(((events.per_camera or {}).get(camera_id) or {}).get("min_confidence", events.min_confidence))
+    boxed = {d["sha256"] for d in stage1 if d["frame_number"] == 0 and d["conf"] >= threshold}
     rows = []
     for sha256, best in sorted(missed_boxes(triggers, boxed, config).items()):
         item = media[sha256]
