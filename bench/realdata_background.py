@@ -62,10 +62,8 @@ def run(part: str, config: BackgroundConfig, min_confidence: float = 0.3) -> dic
     boxed = {file for file, found in out[BASE].items() if any(d.conf >= min_confidence for d in found)}
     by_camera = defaultdict(list)
     for trigger, members in by_trigger.items():
-        known = [times[f.file] for f in members if times[f.file] is not None]
-        infrared = sum(thumbs[f.file][1] for f in members) * 2 > len(members)
-        by_camera[members[0].camera].append(Trigger(trigger, min(known) if known else None, infrared,
-                                                    tuple(thumbs[f.file][0] for f in members), tuple(f.file for f in members)))
+        files = [f.file for f in members]
+        by_camera[members[0].camera].append(Trigger.of(trigger, files, thumbs, [times[f] for f in files]))
     started = time.perf_counter()
     added = {}
     for triggers in by_camera.values():

@@ -71,6 +71,15 @@ class Trigger:
     frames: tuple[np.ndarray, ...]  # the grey thumbnails of its images, in burst order
     images: tuple[str, ...] = ()  # the images' ids, one per frame
 
+    @classmethod
+    def of(cls, key: str, images: list[str], thumbs: dict[str, tuple[np.ndarray, bool]],
+           times: list[float | None]) -> "Trigger":
+        """A trigger from its images' ids (burst order), their ``thumbnail`` results and capture
+        times: timed by its first known time, infrared when most of its frames are."""
+        known = [t for t in times if t is not None]
+        infrared = sum(thumbs[i][1] for i in images) * 2 > len(images)
+        return cls(key, min(known) if known else None, infrared, tuple(thumbs[i][0] for i in images), tuple(images))
+
 
 def is_infrared(image: np.ndarray) -> bool:
     """Grey frames (the channels equal up to ``grey_tolerance``) are infrared."""

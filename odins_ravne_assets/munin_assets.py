@@ -207,8 +207,11 @@ def repeat_detections(context: AssetExecutionContext, pipeline: PipelineResource
 )
 def crops(context: AssetExecutionContext, pipeline: PipelineResource) -> MaterializeResult:
     camera_id = _camera(context)
-    _, table, _ = detections_table(pipeline.output, camera_id, pipeline.settings)
     output = pipeline.output
+    # The background's boxes as the detections asset published them: not computed a second time.
+    published = output.read_parquet(schemas.camera_prefix("detections", camera_id), empty=schemas.DETECTIONS)
+    background = published.filter(pc.equal(published["source"], "background")).to_pylist()
+    _, table, _ = detections_table(output, camera_id, pipeline.settings, background=background)
     table = without_suppressed(table, output.read_parquet(schemas.camera_prefix("repeat_detections", camera_id)))
     table, recut, background = _recut_missing_crops(camera_id, table, output, pipeline.camera_input(camera_id), pipeline.settings)
     if recut:

@@ -60,8 +60,11 @@ def stage2_pending(output, camera_id: str, profile) -> int:
     return sum(1 for d in crops.column("detection_id").to_pylist() if d not in done)
 
 
-def detections_table(output, camera_id: str, profile) -> tuple[pa.Table, pa.Table, dict]:
-    """(detections, crops, stage-1 failures by file path) for the camera's current manifest."""
+def detections_table(output, camera_id: str, profile, background: list[dict] | None = None) -> tuple[pa.Table, pa.Table, dict]:
+    """(detections, crops, stage-1 failures by file path) for the camera's current manifest.
+
+    ``background``: the camera background's rows already published (the ``crops`` asset passes those
+    of the ``detections`` table of the same run); by default they are computed here."""
     manifest = output.read_parquet(schemas.camera_prefix("media", camera_id))
     state = stage1_state(output, camera_id, profile)
     work = state.results()
@@ -107,7 +110,9 @@ def detections_table(output, camera_id: str, profile) -> tuple[pa.Table, pa.Tabl
                     "conf": row["conf"],
                 }
             )
-    for row in background_detections(output, camera_id, profile, media, detections):
+    if background is None:
+        background = background_detections(output, camera_id, profile, media, detections)
+    for row in background:
         detections.append(row)
         if row["conf"] >= profile.pipeline.crops.min_confidence:  # cut by the crops asset (no file yet)
             crops.append({**{k: row[k] for k in ("camera_id", "detection_id", "file_path", "sha256", "frame_number",
@@ -140,10 +145,8 @@ def background_detections(output, camera_id: str, profile, media: dict[str, dict
     triggers = []
     for key, items in members.items():
         items.sort(key=lambda m: (m["burst_index"] or 0, m["file_path"]))
-        times = [m["timestamp"].timestamp() for m in items if m["timestamp"] is not None]
-        infrared = sum(thumbs[m["sha256"]][1] for m in items) * 2 > len(items)
-        triggers.append(Trigger(key, min(times) if times else None, infrared,
-                                tuple(thumbs[m["sha256"]][0] for m in items), tuple(m["sha256"] for m in items)))
+        triggers.append(Trigger.of(key, [m["sha256"] for m in items], thumbs,
+                                   [m["timestamp"].timestamp() if m["timestamp"] is not None else None for m in items]))
     config = BackgroundConfig(neighbours=settings.neighbours, k_sigma=settings.k_sigma, prior_conf=settings.conf)
     events = profile.pipeline.events  # the camera's own events threshold where the profile sets one
     threshold = float(((events.per_camera or {}).get(camera_id) or {}).get("min_confidence", events.min_confidence))
