@@ -8,8 +8,8 @@ Each image's thumbnail is cut from the decode the engine makes for the detector
 ingest reads, and :func:`gpu_ops.background.missed_boxes` adds its one box to every image the
 detector (with bursts) left without a box at or above ``--min-confidence``: the same functions, on
 the same inputs, as ``odins_ravne_assets.munin.publish.background_detections``. Every trigger of a
-camera is context, the tune and held-out ones alike (no labels are used for it); the scores are of
-``--part`` alone. Figures: :mod:`gpu_ops.background` and the README.
+camera is context, the tune and held-out ones alike (detected as every image of a camera is; no
+labels are used for it); the scores are of ``--part`` alone. Figures: :mod:`gpu_ops.background` and the README.
 """
 
 from __future__ import annotations
@@ -47,8 +47,6 @@ def run(part: str, config: BackgroundConfig, min_confidence: float = 0.3) -> dic
             seconds["thumbnail"] += time.perf_counter() - started
             probed = media_io.probe_media(REALDATA / f.file, camera_id=f.camera, file_path=f.file, file_mtime=False)
             times[f.file] = probed["timestamp"].timestamp() if probed.get("timestamp") else None
-        if split.get(trigger) != part:
-            continue
         imgs = [media_io.load_image(REALDATA / f.file, max_side=DETECT_SIDE) for f in members]
         started = time.perf_counter()
         dets = detector.detect(imgs)
@@ -59,11 +57,13 @@ def run(part: str, config: BackgroundConfig, min_confidence: float = 0.3) -> dic
     for trigger in fused:
         for f, found in zip(by_trigger[trigger], fused[trigger]):
             out[BASE][f.file] = found
+    scored = [t for t in fused if split.get(t) == part]
     boxed = {file for file, found in out[BASE].items() if any(d.conf >= min_confidence for d in found)}
     by_camera = defaultdict(list)
     for trigger, members in by_trigger.items():
         files = [f.file for f in members]
-        by_camera[members[0].camera].append(Trigger.of(trigger, files, thumbs, [times[f] for f in files]))
+        boxes = {f: [d.bbox for d in out[BASE].get(f, ()) if d.conf >= min_confidence] for f in files}
+        by_camera[members[0].camera].append(Trigger.of(trigger, files, thumbs, [times[f] for f in files], boxes))
     started = time.perf_counter()
     added = {}
     for triggers in by_camera.values():
@@ -71,7 +71,7 @@ def run(part: str, config: BackgroundConfig, min_confidence: float = 0.3) -> dic
     seconds["background"] += time.perf_counter() - started
     per_frame = {}  # file -> its boxes at min_confidence, and what the background adds (--frames)
     shown = lambda found: [(d.category, round(d.conf, 2), d.source) for d in found if d.conf >= min_confidence]  # noqa: E731
-    for trigger in fused:
+    for trigger in scored:
         for f in by_trigger[trigger]:
             base = out[BASE][f.file]
             extra = [FusedDetection("animal", "animal", config.prior_conf, added[f.file].bbox, "background")] if f.file in added else []
@@ -80,15 +80,16 @@ def run(part: str, config: BackgroundConfig, min_confidence: float = 0.3) -> dic
     results = {}
     for method, by_file in out.items():
         scores = {s: _Score() for s in SLICES}
-        for trigger in fused:
+        for trigger in scored:
             for f in by_trigger[trigger]:
                 for s in ("all", "infrared" if f.infrared else "daylight"):
                     scores[s].add(f, by_file[f.file], min_confidence)
         results[method] = {s: sc.summary() for s, sc in scores.items()}
-    n = sum(len(by_trigger[t]) for t in fused)
-    # The background runs over every image of the camera, so its cost is per image of all of them.
+    n = sum(len(by_trigger[t]) for t in scored)
+    # Every image of a camera is detected and thumbnailed (the background needs them all), so every
+    # cost is per image of all of them.
     everything = len(thumbs)
-    per_image = {"detector": 1000 * seconds["detector"] / max(n, 1),
+    per_image = {"detector": 1000 * seconds["detector"] / everything,
                  "thumbnail": 1000 * seconds["thumbnail"] / everything, "background": 1000 * seconds["background"] / everything}
     return {"part": part, "frames": n, "results": results, "per_frame": per_frame,
             "counts": {"images_in_context": everything, "part_images_added_to": sum(1 for f in per_frame.values() if f["background_adds"])},

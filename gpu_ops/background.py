@@ -5,13 +5,16 @@ Stage 1 keeps a small grey :func:`thumbnail` of each image, cut from the pixels 
 for the detector. Per camera and mode (infrared or daylight, and the thumbnail's shape: a night
 frame compared with a day scene differs everywhere), each trigger is reduced to one frame
 (:func:`reduce`: the median of its thumbnails, smoothed, normalized by its median brightness, since
-infrared exposure varies from trigger to trigger). Its background is the per-pixel median of the
-``neighbours`` triggers of its mode nearest in time (at least ``min_triggers``): the scene as it was
+infrared exposure varies from trigger to trigger). Its background is made of the ``neighbours``
+triggers of its mode nearest in time (at least ``min_triggers``): the scene as it was
 around then, so a camera that was moved, or a season that changed the vegetation, is compared with
-itself. A trigger whose median difference to it is above ``max_noise`` is another scene and gets
-nothing. Each of its frames is then compared with that background on its own (an animal that walks
-through a burst is where it is in each frame). A region that differs by more than ``k_sigma`` robust
-noise units, between ``min_area`` and
+itself; per pixel, the median of those triggers' single frames, each without what the detector boxed
+on it (:func:`_background`; a neighbour of another scene does not vote). A trigger whose median
+difference to it is above ``max_noise`` is another scene and gets nothing. Each of its frames is then
+compared with that background on its own (an animal that walks through a burst is where it is in
+each frame). A region that lies more than ``k_sigma`` robust noise units outside the background's
+range within ``jitter`` pixels (a camera shifted by a pixel differs along every edge, an animal in
+its whole body), between ``min_area`` and
 ``max_area`` of the frame, is a proposal; one that recurs (IoU >= ``repeat_iou``) among the proposals
 of ``repeat_triggers`` of its neighbours is part of the scene (a shadow line, a plant that moves).
 :func:`missed_boxes` turns the proposals into one box per image the detector found nothing on.
@@ -26,14 +29,16 @@ crop confirmed none of them on the realdata tune split (the same detector missed
 the whole frame), so there is no verification: a region that passes the scene and repeat guards is
 kept at ``prior_conf`` (0.3, the events threshold, as a consistent burst track is). Tune: animal
 frames boxed 0.45 -> 0.58 (infrared 0.39 -> 0.57), boxed on the animal (IoU >= 0.3) 0.30 -> 0.42, box
-recall 0.28 -> 0.38, precision 0.44 -> 0.52, 0 of 3 empty frames boxed. Held out: boxed 0.56 -> 0.67
-(infrared 0.57 -> 0.71), but on the animal unchanged (0.33): both added boxes are on a region that
-changed in one burst, not on its small animal; precision 0.54 -> 0.47, 0 of 3 empty infrared frames
-boxed. A folder of mixed cameras (ENA24) gets nothing.
+recall 0.28 -> 0.38, precision 0.44 -> 0.52, 0 of 3 empty frames boxed. Held out: nothing added
+(boxed 0.56, infrared 0.57, on the animal 0.33, precision 0.54, 0 of 3 empty infrared frames boxed);
+before the detector's boxes were left out of the background and neighbours of another scene kept
+from voting, it added two boxes there, both off the animal. A folder of mixed cameras (ENA24) gets
+nothing.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +59,8 @@ class BackgroundConfig:
     min_area: float = 0.005  # smallest region, fraction of the frame
     max_area: float = 0.4  # a larger region is a lighting change, not an animal
     max_proposals: int = 4  # per frame, the strongest
+    box_margin: float = 0.1  # a detector box, grown by this much of its size, is no part of a background
+    jitter: int = 1  # pixels of camera shift a difference must exceed (propose)
     grey_tolerance: float = 4.0  # mean channel difference (0..255) under which a frame is infrared
     repeat_iou: float = 0.5  # a proposal with this IoU to proposals of...
     repeat_triggers: int = 2  # ...this many of its neighbours is part of the scene
@@ -70,15 +77,18 @@ class Trigger:
     infrared: bool
     frames: tuple[np.ndarray, ...]  # the grey thumbnails of its images, in burst order
     images: tuple[str, ...] = ()  # the images' ids, one per frame
+    boxes: tuple[tuple[Box, ...], ...] = ()  # per frame, the detector's boxes (none given: none)
 
     @classmethod
     def of(cls, key: str, images: list[str], thumbs: dict[str, tuple[np.ndarray, bool]],
-           times: list[float | None]) -> "Trigger":
-        """A trigger from its images' ids (burst order), their ``thumbnail`` results and capture
-        times: timed by its first known time, infrared when most of its frames are."""
+           times: list[float | None], boxes: dict[str, list[Box]] | None = None) -> "Trigger":
+        """A trigger from its images' ids (burst order), their ``thumbnail`` results, capture times
+        and the detector's boxes on them (image id -> normalized xywh boxes): timed by its first
+        known time, infrared when most of its frames are."""
         known = [t for t in times if t is not None]
         infrared = sum(thumbs[i][1] for i in images) * 2 > len(images)
-        return cls(key, min(known) if known else None, infrared, tuple(thumbs[i][0] for i in images), tuple(images))
+        found = tuple(tuple((boxes or {}).get(i, ())) for i in images)
+        return cls(key, min(known) if known else None, infrared, tuple(thumbs[i][0] for i in images), tuple(images), found)
 
 
 def is_infrared(image: np.ndarray) -> bool:
@@ -132,6 +142,48 @@ def _blocks(n: int, config: BackgroundConfig) -> list[range]:
     return [range(s, min(n, s + size)) for s in range(0, n, size)]
 
 
+def _unboxed(frame: np.ndarray, boxes: tuple[Box, ...], config: BackgroundConfig) -> np.ndarray:
+    """``frame`` with the detector's boxes (grown by ``box_margin`` of their size) blanked (NaN):
+    what it shows of the empty scene."""
+    if not boxes:
+        return frame
+    out = frame.copy()
+    h, w = frame.shape
+    for x, y, bw, bh in boxes:
+        mx, my = bw * config.box_margin, bh * config.box_margin
+        x0, y0 = max(0, int((x - mx) * w)), max(0, int((y - my) * h))
+        x1, y1 = min(w, int(np.ceil((x + bw + mx) * w))), min(h, int(np.ceil((y + bh + my) * h)))
+        out[y0:y1, x0:x1] = np.nan
+    return out
+
+
+def _background(others: list[int], frames: list[np.ndarray], singles: list[list[np.ndarray]],
+                empty: list[list[np.ndarray]], config: BackgroundConfig) -> np.ndarray | None:
+    """The background of a block from its neighbouring triggers ``others``: per pixel, the median of
+    their frames, each frame on its own (an animal that walks through a burst covers a pixel in few
+    of its frames; in the trigger's median it may stay) and without what the detector boxed on it
+    (in a small camera, the animals of a few triggers would otherwise stay in it as a ghost). Where
+    the detector boxed every neighbour, the median of their frames as they are. A neighbour that
+    is another scene than the median of them all (another photo in the folder, a camera moved for a
+    day) does not vote; fewer than ``min_triggers`` left: no background."""
+    if len(others) < config.min_triggers:
+        return None
+    first = np.median(np.stack([frames[j] for j in others]), axis=0)
+    same = [j for j in others if float(np.median(np.abs(frames[j] - first))) <= config.max_noise]
+    if len(same) < config.min_triggers:
+        return None
+    stack = np.stack([f for j in same for f in empty[j]])
+    if not np.isnan(stack).any():
+        return np.median(stack, axis=0)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels, filled below
+        median = np.nanmedian(stack, axis=0)
+    hidden = np.isnan(median)
+    if hidden.any():
+        median[hidden] = np.median(np.stack([f for j in same for f in singles[j]]), axis=0)[hidden]
+    return median
+
+
 def camera_proposals(triggers: list[Trigger], config: BackgroundConfig = BackgroundConfig()) -> dict[str, list[list[Proposal]]]:
     """Background proposals of every frame of every trigger of one camera: trigger key -> one list per
     frame, in the trigger's frame order (module doc).
@@ -152,11 +204,15 @@ def camera_proposals(triggers: list[Trigger], config: BackgroundConfig = Backgro
     for members in modes.values():
         members.sort(key=lambda t: (t.time is None, t.time or 0.0, t.key))
         frames = [reduce(t.frames) for t in members]
+        singles = [[reduce(t.frames[k:k + 1]) for k in range(len(t.frames))] if len(t.frames) > 1 else [frames[i]]
+                   for i, t in enumerate(members)]
+        empty = [[_unboxed(frame, t.boxes[k] if k < len(t.boxes) else (), config) for k, frame in enumerate(singles[i])]
+                 for i, t in enumerate(members)]
         near: list[list[int]] = [[] for _ in members]
         shared: list[np.ndarray | None] = [None] * len(members)
         for block in _blocks(len(members), config):
             others = _nearest(members, block, config.neighbours)
-            median = np.median(np.stack([frames[j] for j in others]), axis=0) if len(others) >= config.min_triggers else None
+            median = _background(others, frames, singles, empty, config)
             for i in block:
                 near[i], shared[i] = others, median
         backgrounds: list[np.ndarray | None] = []
@@ -171,7 +227,7 @@ def camera_proposals(triggers: list[Trigger], config: BackgroundConfig = Backgro
                 if backgrounds[i] is None:
                     per_frame.append([])
                     continue
-                own = found[i] if len(trigger.frames) == 1 else propose(reduce(trigger.frames[k:k + 1]), backgrounds[i], config)
+                own = found[i] if len(trigger.frames) == 1 else propose(singles[i][k], backgrounds[i], config)
                 # A region that differs in several neighbours too is the scene's (a shadow line, a plant).
                 per_frame.append([p for p in own if sum(
                     any(iou(p.bbox, q.bbox) >= config.repeat_iou for q in found[j]) for j in near[i]) < config.repeat_triggers])
@@ -182,8 +238,18 @@ def camera_proposals(triggers: list[Trigger], config: BackgroundConfig = Backgro
 def propose(frame: np.ndarray, background: np.ndarray, config: BackgroundConfig) -> list[Proposal]:
     """Regions of ``frame`` (reduced) that differ from ``background`` (reduced): boxes, strongest first."""
     h, w = min(frame.shape[0], background.shape[0]), min(frame.shape[1], background.shape[1])
-    diff = frame[:h, :w] - background[:h, :w]
-    noise = 1.4826 * float(np.median(np.abs(diff - np.median(diff)))) or 1e-3
+    frame, background = frame[:h, :w], background[:h, :w]
+    plain = frame - background
+    noise = 1.4826 * float(np.median(np.abs(plain - np.median(plain)))) or 1e-3
+    diff = plain
+    if config.jitter:
+        # How far each pixel lies outside the range of the background around it: a scene shifted by
+        # up to ``jitter`` pixels (a camera on a tree in the wind, a strap re-tightened) differs
+        # along every edge, an animal in its whole body.
+        size = 2 * config.jitter + 1
+        low = ndimage.grey_erosion(background, size=size)
+        high = ndimage.grey_dilation(background, size=size)
+        diff = frame - np.clip(frame, low, high)
     mask = np.abs(diff) > config.k_sigma * noise
     mask = ndimage.binary_opening(mask, iterations=1)
     mask = ndimage.binary_closing(mask, iterations=2)

@@ -138,6 +138,12 @@ def background_detections(output, camera_id: str, profile, media: dict[str, dict
     if not settings.enabled:
         return []
     thumbs = read_thumbnails(output, camera_id)
+    events = profile.pipeline.events  # the camera's own events threshold where the profile sets one
+    threshold = float(((events.per_camera or {}).get(camera_id) or {}).get("min_confidence", events.min_confidence))
+    found: dict[str, list[tuple[float, float, float, float]]] = {}
+    for d in stage1:
+        if d["frame_number"] == 0 and d["conf"] >= threshold and d.get("bbox_w") is not None:
+            found.setdefault(d["sha256"], []).append((d["bbox_x"], d["bbox_y"], d["bbox_w"], d["bbox_h"]))
     members: dict[str, list[dict]] = {}
     for sha256, item in media.items():
         if sha256 in thumbs and item["media_type"] == "image":
@@ -146,10 +152,8 @@ def background_detections(output, camera_id: str, profile, media: dict[str, dict
     for key, items in members.items():
         items.sort(key=lambda m: (m["burst_index"] or 0, m["file_path"]))
         triggers.append(Trigger.of(key, [m["sha256"] for m in items], thumbs,
-                                   [m["timestamp"].timestamp() if m["timestamp"] is not None else None for m in items]))
+                                   [m["timestamp"].timestamp() if m["timestamp"] is not None else None for m in items], found))
     config = BackgroundConfig(neighbours=settings.neighbours, k_sigma=settings.k_sigma, prior_conf=settings.conf)
-    events = profile.pipeline.events  # the camera's own events threshold where the profile sets one
-    threshold = float(((events.per_camera or {}).get(camera_id) or {}).get("min_confidence", events.min_confidence))
     boxed = {d["sha256"] for d in stage1 if d["frame_number"] == 0 and d["conf"] >= threshold}
     rows = []
     for sha256, best in sorted(missed_boxes(triggers, boxed, config).items()):
