@@ -3,7 +3,8 @@
 ``load_detector`` picks the model, and with it the adapter module that runs it:
 
 * ``"default"`` - the embedded Darknet YOLOv3-tiny COCO weights on the ``torch``, ``onnx`` or
-  ``tensorrt`` backend (``detector_darknet.py``).
+  ``tensorrt`` backend (``detector_darknet.py``); ``"default-camtrap"`` the same with its heads
+  fine-tuned on camera-trap frames (:mod:`gpu_ops.finetune`, shipped in the package).
 * a path to an ultralytics model file - run by ultralytics: a ``.pt`` checkpoint on the ``torch``
   backend or through its ``onnx`` / ``tensorrt`` export, an ``.onnx`` / ``.engine`` file as it is
   (``detector_ultralytics.py``).

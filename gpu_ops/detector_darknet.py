@@ -58,7 +58,9 @@ class DarknetDetector(Detector):
     input_size = 416  # what YOLOv3-tiny was trained at: the size it runs at unless the profile names another
 
     def __init__(self, weights_dir: Path, *, backend: str, device: str, image_size: int, conf_threshold: float, iou_threshold: float,
-                 animal_score: str = "best"):
+                 animal_score: str = "best", heads: Path | None = None):
+        """``heads``: a :func:`gpu_ops.finetune.save_heads` file put over the COCO heads (the
+        ``default-camtrap`` model); its digest is part of the signature and of the export's name."""
         super().__init__()
         if animal_score not in ANIMAL_SCORES:
             raise ValueError(f"unknown animal_score {animal_score!r}: use {' or '.join(ANIMAL_SCORES)}")
@@ -74,13 +76,21 @@ class DarknetDetector(Detector):
         names = (weights_dir / "coco.names").read_text().splitlines()
         self.labels = {i: name.strip() for i, name in enumerate(names) if name.strip()}
         self.categories = {i: c for i, name in self.labels.items() if (c := category_for_label(name))}
-        self.name = "yolov3-tiny-coco"
+        self.name = "yolov3-tiny-coco" if heads is None else "yolov3-tiny-camtrap"
         digest = sha256_file(weights_dir / "yolov3-tiny.weights")[:16]
+        heads_digest = sha256_file(heads)[:12] if heads is not None else None
+        self._export_tag = f"-heads-{heads_digest}" if heads_digest else ""
+        if heads_digest:
+            digest += f"+{heads_digest}"
         self.signature = f"{self.name}:{digest}:{image_size}:conf={conf_threshold}:iou={iou_threshold}"
         if animal_score != "best":
             self.signature += f":animal={animal_score}"
         self._animal_ids = [i for i, c in self.categories.items() if c == "animal"]
         self.model = load_darknet(weights_dir / "yolov3-tiny.cfg", weights_dir / "yolov3-tiny.weights")
+        if heads is not None:
+            from gpu_ops.finetune import apply_heads, load_heads
+
+            apply_heads(self, load_heads(heads, self))
         self._runner = self._make_runner(backend)
 
     # Each runner takes the uint8 NHWC batch of canvases as numpy and returns (N, anchors, 85)
@@ -109,7 +119,7 @@ class DarknetDetector(Detector):
 
     def onnx_path(self) -> Path:
         """Exported once per image size, cached next to the weights; batch size stays dynamic."""
-        path = self.weights_dir / f"yolov3-tiny-{self.image_size}-export{ONNX_EXPORT_VERSION}.onnx"
+        path = self.weights_dir / f"yolov3-tiny{self._export_tag}-{self.image_size}-export{ONNX_EXPORT_VERSION}.onnx"
         if path.is_file():
             return path
         with cache_lock(self.weights_dir):  # processes starting together export once

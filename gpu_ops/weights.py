@@ -178,3 +178,22 @@ def _fetch(root: Path, target: Path) -> Path:
             raise
     log.info("default detector weights ready in %s", target)
     return target
+
+
+# The default's heads fine-tuned on camera-trap frames (gpu_ops.finetune; made by
+# ``python -m bench.realdata_finetune --out``), shipped in the package: opt-in, not the default
+# (README, "Detection on real frames", says why).
+CAMTRAP_MODEL = "default-camtrap"
+CAMTRAP_HEADS = Path(__file__).parent / "models" / "yolov3-tiny-camtrap-heads.bin"
+CAMTRAP_HEADS_SHA256 = "b5322d596596b055a67bdf315d076b7303f80e66d733183134303ca6ce2a9e3d"
+
+
+def camtrap_heads() -> Path:
+    """The shipped fine-tuned heads, checked against their pinned digest."""
+    if not CAMTRAP_HEADS.is_file():
+        raise RuntimeError(f"{CAMTRAP_HEADS} is missing: reinstall odins-ravne (the file ships with the package)")
+    digest = sha256_file(CAMTRAP_HEADS)
+    if digest != CAMTRAP_HEADS_SHA256:
+        raise RuntimeError(f"{CAMTRAP_HEADS} has sha256 {digest[:16]}..., not the pinned {CAMTRAP_HEADS_SHA256[:16]}...: "
+                           "reinstall odins-ravne, or rebuild it with python -m bench.realdata_finetune --out and pin the new digest")
+    return CAMTRAP_HEADS

@@ -1,0 +1,245 @@
+"""Fine-tuning the default detector's output layers on camera-trap frames (issue 13, direction 4).
+
+YOLOv3-tiny's two detection heads end in a 1x1 convolution each (255 outputs per cell: 3 anchors x
+[x, y, w, h, objectness, 80 COCO classes]). :func:`fine_tune_heads` trains those two convolutions
+alone on labelled frames and keeps the rest of the network (the COCO features) frozen: the features
+each frame gives them are computed once (and once more mirrored), so an epoch costs a few 1x1
+convolutions per frame, seconds on a CPU. The loss is YOLOv3's: each box by eye is given to the
+anchor of its shape at the cell of its centre (offsets through the sigmoid, sizes in log space,
+weighted ``2 - area``); objectness is pushed up there and down everywhere else, except where a
+prediction already overlaps a box (IoU > ``ignore_iou``); a person's class target is COCO's
+``person``, an animal's the COCO animal class the original model ranks highest there (the manifest
+names species COCO does not have; ``animal_score: sum`` pools them all anyway). An L2 pull towards
+the COCO weights (``l2``) keeps what the heads knew. Seeded: the same frames and config give the
+same weights.
+
+The result is a state of the two convolutions (:func:`save_heads` / :func:`load_heads` /
+:func:`apply_heads`), 0.8 MB next to the 35 MB Darknet file. ``python -m bench.realdata_finetune`` trains it on
+the realdata tune part and scores it against the COCO heads on both parts; measured there (README,
+"Detection on real frames"), it learns the tune frames and does not carry over to the held-out
+ones, so it is not the default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from torchvision.ops import box_iou
+
+from gpu_ops.darknet import Darknet
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training frame: RGB ``uint8`` HWC, its boxes (normalized x, y, w, h) and their kinds."""
+
+    image: np.ndarray
+    boxes: tuple[tuple[float, float, float, float], ...] = ()
+    kinds: tuple[str, ...] = ()  # one per box: "animal" or "person"
+
+
+@dataclass(frozen=True)
+class FineTuneConfig:
+    epochs: int = 10
+    lr: float = 5e-4
+    l2: float = 1.0  # pull towards the COCO weights (sum of squared differences)
+    negative_weight: float = 4.0  # objectness loss of a cell with no box, next to 5 for a box (README: chosen on the tune part)
+    ignore_iou: float = 0.5
+    mirror: bool = True  # each frame mirrored as well
+    seed: int = 0
+
+
+@dataclass
+class _Prepared:
+    features: list[torch.Tensor]  # per head, (1, C, rows, cols)
+    positives: list[tuple[int, int, int, int, torch.Tensor, float, int]] = field(default_factory=list)
+    boxes: torch.Tensor = field(default_factory=lambda: torch.zeros((0, 4)))  # input pixels x1 y1 x2 y2
+
+
+def head_layers(model: Darknet) -> list[int]:
+    """Indices of the 1x1 convolutions that feed the ``yolo`` layers."""
+    return [i - 1 for i, kind in enumerate(model.layer_kinds) if kind == "yolo"]
+
+
+def _features(model: Darknet, canvas: np.ndarray) -> list[torch.Tensor]:
+    caught: dict[int, torch.Tensor] = {}
+    hooks = [model.layers[i].register_forward_pre_hook(lambda _m, args, i=i: caught.__setitem__(i, args[0].detach()))
+             for i in head_layers(model)]
+    try:
+        with torch.no_grad():
+            model(torch.from_numpy(np.ascontiguousarray(canvas)).permute(2, 0, 1).float().unsqueeze(0) / 255.0)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [caught[i] for i in head_layers(model)]
+
+
+def _raw(conv: torch.nn.Module, features: torch.Tensor, classes: int) -> torch.Tensor:
+    """(anchors, rows, cols, 5 + classes) logits of one head."""
+    out = conv(features)
+    _, _, rows, cols = out.shape
+    return out.view(-1, 5 + classes, rows, cols).permute(0, 2, 3, 1)
+
+
+def _prepare(detector, sample: Sample, mirror: bool, person_id: int, animal_ids: list[int]) -> _Prepared:
+    model: Darknet = detector.model
+    heads = head_layers(model)
+    anchors = [model.layers[i + 1].anchors for i in heads]
+    every = torch.cat(anchors)
+    image = sample.image[:, ::-1] if mirror else sample.image
+    canvas, box = detector.prepare(np.ascontiguousarray(image))
+    prepared = _Prepared(_features(model, canvas))
+    size = canvas.shape[0]
+    pixels = []
+    for (x, y, w, h), kind in zip(sample.boxes, sample.kinds):
+        if w <= 0 or h <= 0:
+            continue
+        if mirror:
+            x = 1.0 - x - w
+        bw, bh = w * box.width * box.scale, h * box.height * box.scale
+        cx, cy = (x + w / 2) * box.width * box.scale + box.pad_x, (y + h / 2) * box.height * box.scale + box.pad_y
+        pixels.append((cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2))
+        inter = torch.minimum(every[:, 0], torch.tensor(bw)) * torch.minimum(every[:, 1], torch.tensor(bh))
+        k = int((inter / (bw * bh + every[:, 0] * every[:, 1] - inter)).argmax())
+        head = next(h for h in range(len(anchors)) if k < sum(len(a) for a in anchors[:h + 1]))
+        a = k - sum(len(a) for a in anchors[:head])
+        rows, cols = prepared.features[head].shape[2:]
+        stride = size / cols
+        col, row = min(cols - 1, int(cx / stride)), min(rows - 1, int(cy / stride))
+        target = torch.tensor([cx / stride - col, cy / stride - row,
+                               float(np.log(bw / float(anchors[head][a, 0]))), float(np.log(bh / float(anchors[head][a, 1])))])
+        with torch.no_grad():
+            logits = _raw(model.layers[heads[head]].conv, prepared.features[head], detector.model.num_classes)[a, row, col, 5:]
+        label = person_id if kind == "person" else animal_ids[int(logits[animal_ids].argmax())]
+        prepared.positives.append((head, a, row, col, target, 2.0 - bw * bh / size**2, label))
+    if pixels:
+        prepared.boxes = torch.tensor(pixels, dtype=torch.float32)
+    return prepared
+
+
+def _loss(detector, prepared: _Prepared, config: FineTuneConfig) -> torch.Tensor:
+    model: Darknet = detector.model
+    heads = head_layers(model)
+    size = detector.image_size
+    loss = torch.zeros(())
+    for h, index in enumerate(heads):
+        raw = _raw(model.layers[index].conv, prepared.features[h], detector.model.num_classes)
+        count, rows, cols = raw.shape[:3]
+        objectness = torch.zeros((count, rows, cols))
+        weight = torch.full((count, rows, cols), config.negative_weight)
+        if len(prepared.boxes):
+            with torch.no_grad():
+                anchors = model.layers[index + 1].anchors.view(count, 1, 1, 2)
+                ys, xs = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+                stride = size / cols
+                cx, cy = (raw[..., 0].sigmoid() + xs) * stride, (raw[..., 1].sigmoid() + ys) * stride
+                w, h_ = raw[..., 2].exp() * anchors[..., 0], raw[..., 3].exp() * anchors[..., 1]
+                predicted = torch.stack([cx - w / 2, cy - h_ / 2, cx + w / 2, cy + h_ / 2], -1).view(-1, 4)
+                overlap = box_iou(predicted, prepared.boxes).max(1).values.view(count, rows, cols)
+                weight[overlap > config.ignore_iou] = 0.0
+        for head, a, row, col, target, scale, label in prepared.positives:
+            if head != h:
+                continue
+            objectness[a, row, col], weight[a, row, col] = 1.0, 5.0
+            cell = raw[a, row, col]
+            loss = loss + scale * 2 * (F.binary_cross_entropy_with_logits(cell[0:2], target[0:2]) + F.mse_loss(cell[2:4], target[2:4]))
+            classes = torch.zeros(detector.model.num_classes)
+            classes[label] = 1.0
+            loss = loss + 5 * F.binary_cross_entropy_with_logits(cell[5:], classes)
+        loss = loss + (F.binary_cross_entropy_with_logits(raw[..., 4], objectness, reduction="none") * weight).sum() / 10
+    return loss
+
+
+def fine_tune_heads(detector, samples: list[Sample], config: FineTuneConfig = FineTuneConfig(), *,
+                    progress=None) -> dict[str, torch.Tensor]:
+    """Train ``detector``'s (a :class:`gpu_ops.detector_darknet.DarknetDetector`, torch backend) two
+    head convolutions in place on ``samples`` and return their state (module doc). ``progress`` is
+    called with (epoch, mean loss) after each epoch."""
+    model: Darknet = detector.model
+    heads = head_layers(model)
+    convs = [model.layers[i].conv for i in heads]
+    labels = detector.labels
+    person_id = next(i for i, name in labels.items() if name == "person")
+    animal_ids = [i for i, c in detector.categories.items() if c == "animal"]
+    torch.manual_seed(config.seed)
+    prepared = [_prepare(detector, s, False, person_id, animal_ids) for s in samples]
+    if config.mirror:
+        prepared += [_prepare(detector, s, True, person_id, animal_ids) for s in samples]
+    start = [(c.weight.detach().clone(), c.bias.detach().clone()) for c in convs]
+    params = [p for c in convs for p in (c.weight, c.bias)]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.Adam(params, lr=config.lr)
+    order = np.random.default_rng(config.seed)
+    try:
+        for epoch in range(config.epochs):
+            total = 0.0
+            for k in order.permutation(len(prepared)):
+                pull = sum(((c.weight - w0) ** 2).sum() + ((c.bias - b0) ** 2).sum() for c, (w0, b0) in zip(convs, start))
+                loss = _loss(detector, prepared[k], config) + config.l2 * pull
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach())
+            if progress is not None:
+                progress(epoch, total / max(len(prepared), 1))
+    finally:
+        for p in params:
+            p.requires_grad_(False)
+    return heads_state(detector)
+
+
+def heads_state(detector) -> dict[str, torch.Tensor]:
+    state = {}
+    for i in head_layers(detector.model):
+        conv = detector.model.layers[i].conv
+        state[f"{i}.weight"], state[f"{i}.bias"] = conv.weight.detach().clone(), conv.bias.detach().clone()
+    return state
+
+
+def apply_heads(detector, state: dict[str, torch.Tensor]) -> None:
+    """Put a :func:`fine_tune_heads` state into ``detector`` (torch backend), checking its shapes."""
+    for i in head_layers(detector.model):
+        conv = detector.model.layers[i].conv
+        for name in ("weight", "bias"):
+            value = state.get(f"{i}.{name}")
+            if value is None or value.shape != getattr(conv, name).shape:
+                raise ValueError(f"head state has no {i}.{name} of shape {tuple(getattr(conv, name).shape)}: not made for this model")
+            with torch.no_grad():
+                getattr(conv, name).copy_(value)
+
+
+def save_heads(state: dict[str, torch.Tensor], path: Path | str) -> Path:
+    """Write a heads state as Darknet writes a convolution without batch norm: little-endian float32,
+    each head's biases then its weights, in layer order. No container metadata, so the same
+    weights give the same bytes (and sha256) on every run."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    layers = sorted({int(k.split(".")[0]) for k in state})
+    parts = [state[f"{i}.{name}"].detach().cpu().numpy().astype("<f4").ravel() for i in layers for name in ("bias", "weight")]
+    path.write_bytes(np.concatenate(parts).tobytes())
+    return path
+
+
+def load_heads(path: Path | str, detector) -> dict[str, torch.Tensor]:
+    """Read a :func:`save_heads` file for ``detector``'s model (its shapes say how to cut it)."""
+    data = np.frombuffer(Path(path).read_bytes(), dtype="<f4")
+    state, offset = {}, 0
+    for i in head_layers(detector.model):
+        conv = detector.model.layers[i].conv
+        for name in ("bias", "weight"):
+            shape = tuple(getattr(conv, name).shape)
+            count = int(np.prod(shape))
+            if offset + count > data.size:
+                raise ValueError(f"{path} holds {data.size} floats, too few for this model's heads: not made for this model")
+            state[f"{i}.{name}"] = torch.from_numpy(data[offset:offset + count].copy()).view(shape)
+            offset += count
+    if offset != data.size:
+        raise ValueError(f"{path} holds {data.size - offset} floats more than this model's heads: not made for this model")
+    return state
