@@ -1,7 +1,7 @@
 """The camera-level background (:mod:`gpu_ops.background`) as Stage 1 and the ``detections`` asset
 run it, measured on the realdata split against the detector with animal-ness and burst fusion:
 
-    python -m bench.realdata_background [--part tune|holdout] [--frames]
+    python -m bench.realdata_background [--part tune|holdout] [--model default|default-camtrap] [--frames]
 
 Each image's thumbnail is cut from the decode the engine makes for the detector
 (``gpu_ops.engine.decode_for_detection``), each camera's triggers are timed by the EXIF time the
@@ -28,10 +28,10 @@ from gpu_ops.fusion import BurstConfig, FusedDetection, fuse_burst
 BASE, WITH_BACKGROUND = "+animal_sum+bursts", "+animal_sum+bursts+background"
 
 
-def run(part: str, config: BackgroundConfig, min_confidence: float = 0.3) -> dict:
+def run(part: str, config: BackgroundConfig, min_confidence: float = 0.3, model: str = "default") -> dict:
     from gpu_ops.detector_loader import load_detector
 
-    detector = load_detector("default", image_size=416, conf_threshold=0.1, animal_score="sum")
+    detector = load_detector(model, image_size=416, conf_threshold=0.1, animal_score="sum")
     split = read_split()
     frames = read_manifest(REALDATA)
     by_trigger = defaultdict(list)
@@ -101,9 +101,10 @@ def main(argv=None) -> int:
     parser.add_argument("--part", choices=("tune", "holdout"), default="tune")
     parser.add_argument("--prior-conf", type=float, default=BackgroundConfig.prior_conf,
                         help="the confidence a background box carries (pipeline.background.conf)")
+    parser.add_argument("--model", default="default", choices=("default", "default-camtrap"), help="the detector under it")
     parser.add_argument("--frames", action="store_true", help="also print each frame's boxes, without and with the background")
     args = parser.parse_args(argv)
-    report = run(args.part, BackgroundConfig(prior_conf=args.prior_conf))
+    report = run(args.part, BackgroundConfig(prior_conf=args.prior_conf), model=args.model)
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     print(f"[{report['part']}] {'method':<32}" + "".join(f" | {s}: img-recall located box-recall prec empty-boxes" for s in SLICES))
     for method, slices in report["results"].items():
