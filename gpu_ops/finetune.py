@@ -47,7 +47,7 @@ class FineTuneConfig:
     epochs: int = 10
     lr: float = 5e-4
     l2: float = 1.0  # pull towards the COCO weights (sum of squared differences)
-    negative_weight: float = 4.0  # objectness loss of a cell with no box, next to 5 for a box (README: chosen on the tune part)
+    negative_weight: float = 4.0  # objectness loss of a cell with no box, next to 5 for a box (bench.realdata_finetune chooses it)
     ignore_iou: float = 0.5
     mirror: bool = True  # each frame mirrored as well
     seed: int = 0
