@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn import functional as F
-from torchvision.ops import box_iou
+from torchvision.ops import box_convert, box_iou
 
 from gpu_ops.darknet import Darknet
+from gpu_ops.detector import UInt8Input
 
 
 @dataclass(frozen=True)
@@ -72,16 +73,15 @@ def _features(model: Darknet, canvas: np.ndarray) -> list[torch.Tensor]:
              for i in head_layers(model)]
     try:
         with torch.no_grad():
-            model(torch.from_numpy(np.ascontiguousarray(canvas)).permute(2, 0, 1).float().unsqueeze(0) / 255.0)
+            UInt8Input(model)(torch.from_numpy(np.ascontiguousarray(canvas)).unsqueeze(0))  # as the detector feeds it
     finally:
         for hook in hooks:
             hook.remove()
     return [caught[i] for i in head_layers(model)]
 
 
-def _raw(conv: torch.nn.Module, features: torch.Tensor, classes: int) -> torch.Tensor:
-    """(anchors, rows, cols, 5 + classes) logits of one head."""
-    out = conv(features)
+def _raw(out: torch.Tensor, classes: int) -> torch.Tensor:
+    """A head convolution's output as (anchors, rows, cols, 5 + classes) logits."""
     _, _, rows, cols = out.shape
     return out.view(-1, 5 + classes, rows, cols).permute(0, 2, 3, 1)
 
@@ -114,7 +114,7 @@ def _prepare(detector, sample: Sample, mirror: bool, person_id: int, animal_ids:
         target = torch.tensor([cx / stride - col, cy / stride - row,
                                float(np.log(bw / float(anchors[head][a, 0]))), float(np.log(bh / float(anchors[head][a, 1])))])
         with torch.no_grad():
-            logits = _raw(model.layers[heads[head]].conv, prepared.features[head], detector.model.num_classes)[a, row, col, 5:]
+            logits = _raw(model.layers[heads[head]].conv(prepared.features[head]), detector.model.num_classes)[a, row, col, 5:]
         label = person_id if kind == "person" else animal_ids[int(logits[animal_ids].argmax())]
         prepared.positives.append((head, a, row, col, target, 2.0 - bw * bh / size**2, label))
     if pixels:
@@ -128,18 +128,15 @@ def _loss(detector, prepared: _Prepared, config: FineTuneConfig) -> torch.Tensor
     size = detector.image_size
     loss = torch.zeros(())
     for h, index in enumerate(heads):
-        raw = _raw(model.layers[index].conv, prepared.features[h], detector.model.num_classes)
+        out = model.layers[index].conv(prepared.features[h])
+        raw = _raw(out, detector.model.num_classes)
         count, rows, cols = raw.shape[:3]
         objectness = torch.zeros((count, rows, cols))
         weight = torch.full((count, rows, cols), config.negative_weight)
         if len(prepared.boxes):
-            with torch.no_grad():
-                anchors = model.layers[index + 1].anchors.view(count, 1, 1, 2)
-                ys, xs = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
-                stride = size / cols
-                cx, cy = (raw[..., 0].sigmoid() + xs) * stride, (raw[..., 1].sigmoid() + ys) * stride
-                w, h_ = raw[..., 2].exp() * anchors[..., 0], raw[..., 3].exp() * anchors[..., 1]
-                predicted = torch.stack([cx - w / 2, cy - h_ / 2, cx + w / 2, cy + h_ / 2], -1).view(-1, 4)
+            with torch.no_grad():  # the head's own decode (its yolo layer), in input pixels
+                decoded = model.layers[index + 1](out, (size, size))[0, :, :4]
+                predicted = box_convert(decoded, "cxcywh", "xyxy")
                 overlap = box_iou(predicted, prepared.boxes).max(1).values.view(count, rows, cols)
                 weight[overlap > config.ignore_iou] = 0.0
         for head, a, row, col, target, scale, label in prepared.positives:

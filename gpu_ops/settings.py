@@ -401,8 +401,9 @@ def _check_model_file(profile: Profile, path: str, spec: str, source: str) -> No
     only its form is checked there.
     """
     from gpu_ops.model_registry import KNOWN_MODELS
+    from gpu_ops.weights import CAMTRAP_MODEL
 
-    if spec in ("default", "default-camtrap", "coco-taxonomy") or spec in KNOWN_MODELS:
+    if spec in ("default", CAMTRAP_MODEL, "coco-taxonomy") or spec in KNOWN_MODELS:
         return
     file = spec.split(":", 1)[1] if spec.startswith(("megadetector:", "torchscript:")) else spec
     suffix = file.rsplit(".", 1)[-1].lower() if "." in file else ""
