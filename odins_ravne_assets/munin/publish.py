@@ -140,10 +140,13 @@ def background_detections(output, camera_id: str, profile, media: dict[str, dict
     thumbs = read_thumbnails(output, camera_id)
     events = profile.pipeline.events  # the camera's own events threshold where the profile sets one
     threshold = float(((events.per_camera or {}).get(camera_id) or {}).get("min_confidence", events.min_confidence))
-    found: dict[str, list[tuple[float, float, float, float]]] = {}
+    boxed: set[str] = set()  # images Stage 1 found something on, at the threshold
+    found: dict[str, list[tuple[float, float, float, float]]] = {}  # and its boxes there
     for d in stage1:
-        if d["frame_number"] == 0 and d["conf"] >= threshold and d.get("bbox_w") is not None:
-            found.setdefault(d["sha256"], []).append((d["bbox_x"], d["bbox_y"], d["bbox_w"], d["bbox_h"]))
+        if d["frame_number"] == 0 and d["conf"] >= threshold:
+            boxed.add(d["sha256"])
+            if d.get("bbox_w") is not None:
+                found.setdefault(d["sha256"], []).append((d["bbox_x"], d["bbox_y"], d["bbox_w"], d["bbox_h"]))
     members: dict[str, list[dict]] = {}
     for sha256, item in media.items():
         if sha256 in thumbs and item["media_type"] == "image":
@@ -154,7 +157,6 @@ def background_detections(output, camera_id: str, profile, media: dict[str, dict
         triggers.append(Trigger.of(key, [m["sha256"] for m in items], thumbs,
                                    [m["timestamp"].timestamp() if m["timestamp"] is not None else None for m in items], found))
     config = BackgroundConfig(neighbours=settings.neighbours, k_sigma=settings.k_sigma, prior_conf=settings.conf)
-    boxed = {d["sha256"] for d in stage1 if d["frame_number"] == 0 and d["conf"] >= threshold}
     rows = []
     for sha256, best in sorted(missed_boxes(triggers, boxed, config).items()):
         item = media[sha256]
