@@ -94,9 +94,10 @@ def run_methods(frames: list[Frame], root: Path, detector, *, bursts: BurstConfi
 
 
 def evaluate_realdata(root: Path, detectors: dict, *, parts=("tune",), min_confidence: float = 0.3,
-                      bursts: BurstConfig | None = None) -> dict:
-    """The report for each named detector (``{"": best-class, "+animal_sum": ...}``) on the parts asked."""
-    split = read_split()
+                      bursts: BurstConfig | None = None, split: dict[str, str] | None = None) -> dict:
+    """The report for each named detector (``{"": best-class, "+animal_sum": ...}``) on the parts asked;
+    ``split`` (trigger -> part) in place of the committed one (bench.realdata_finetune's folds)."""
+    split = split if split is not None else read_split()
     frames = [f for f in read_manifest(root) if split.get(f.trigger) in parts]
     unsplit = [f.trigger for f in read_manifest(root) if f.trigger not in split]
     if unsplit:

@@ -9,6 +9,7 @@ a file lands.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -110,6 +111,26 @@ ARCHIVES: tuple[Archive, ...] = (
 )
 
 
+def _cutout_members() -> dict[str, tuple[str, str]]:
+    listed = json.loads((Path(__file__).with_name("cutouts.json")).read_text())
+    return {name: (entry["member"], entry["sha256"]) for name, entry in listed.items()}
+
+
+# Not for the sample cameras: the real animal photographs (cut out, with alpha) that
+# gpu_ops.composites pastes on real frames to train a camera-trap detector (bench.realdata_finetune).
+# Every real photo stamp of an animal that lives on land or flies; cartoons, toys, silhouettes, fish,
+# insects and shellfish left out. The member list and digests are in cutouts.json.
+CUTOUTS = Archive(
+    name="tuxpaint-cutouts",
+    kind="deb",
+    package="tuxpaint-stamps-default",
+    version="2022.06.04-1",
+    sha256="6db6c1bfc870a47f1499d6203b083522eacb57c5f9c87d468f2e92eb6d9d5f34",
+    license="GPL-2 (Tux Paint stamps, Bill Kendrick and contributors)",
+    members=_cutout_members(),
+)
+
+
 def default_sources_dir() -> Path:
     """``$ODINS_RAVNE_SAMPLE_SOURCES`` or ``~/.cache/odins_ravne/sample_sources``."""
     configured = os.environ.get(SOURCES_DIR_ENV)
@@ -118,15 +139,16 @@ def default_sources_dir() -> Path:
     return Path.home() / ".cache" / "odins_ravne" / "sample_sources"
 
 
-def fetch_sources(cache_dir: Path | None = None) -> Path:
+def fetch_sources(cache_dir: Path | None = None, archives: tuple[Archive, ...] = ARCHIVES) -> Path:
     """The folder of checked source photographs, ``<cache>/<archive>/<file>``, fetched once.
 
     Cached files are re-hashed on every call (milliseconds); only an archive with a missing or
     changed file is fetched again. The Debian packages are large (the stamps are 161 MB) but only
-    the few photographs used are kept.
+    the few photographs used are kept. ``archives``: which to fetch (``(CUTOUTS,)`` for the
+    detector's training cut-outs).
     """
     root = Path(cache_dir) if cache_dir is not None else default_sources_dir()
-    for archive in ARCHIVES:
+    for archive in archives:
         target = root / archive.name
         if not _cached_problems(archive, target):
             continue
