@@ -77,6 +77,11 @@ def _wait_for(condition, timeout: float = 240, what: str = "") -> None:
         time.sleep(0.2)
 
 
+def _said(home: Path, ending: str) -> bool:
+    instance = DagsterInstance.from_config(str(home))
+    return any(e.message and e.message.endswith(ending) for run in instance.get_runs() for e in instance.all_logs(run.run_id))
+
+
 def _detections_runs(instance: DagsterInstance) -> list[dict]:
     records = instance.fetch_materializations(AssetKey("detections"), limit=10).records
     return [{k: v.value for k, v in r.asset_materialization.metadata.items()} | {"run_id": r.run_id} for r in records]
@@ -140,8 +145,15 @@ def test_two_runs_of_one_camera_at_once_detect_each_image_once(tmp_path):
     """Before: both runs saw the same pending media and both detected every image (double cost)."""
     cards, out, home = _cards(tmp_path / "cards", {"cam-twice": 40}), tmp_path / "out", _home(tmp_path)
     first = _start(home, cards, out)
-    _gpu_stage(first)
-    second = _start(home, cards, out)
+    gpu = _gpu_stage(first)
+    # Hold the first run inside Stage 1 (its lease held) until the second has said it waits: 40 small
+    # images may otherwise be done before the second run asks for the camera (a race, not the fault).
+    gpu.suspend()
+    try:
+        second = _start(home, cards, out)
+        _wait_for(lambda: _said(home, "; waiting for it to finish"), timeout=300, what="the second run to wait")
+    finally:
+        gpu.resume()
     assert first.wait(timeout=600) == 0 and second.wait(timeout=600) == 0, (first.stderr.read(), second.stderr.read())
     instance = DagsterInstance.from_config(str(home))
     runs = _detections_runs(instance)
