@@ -130,20 +130,23 @@ def main(argv=None) -> int:
                         help="objectness loss of a cell with no box (a box's is 5); not given: the lowest of "
                              f"{', '.join(f'{w:g}' for w in NEGATIVE_WEIGHTS)} that leaves the tune part's empty frames without a box")
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--train-from", type=int, help="train every layer from this one on (13: the neck), not the heads alone")
     parser.add_argument("--composites", type=int, default=0, help="composites made from the training frames")
     parser.add_argument("--cv", action="store_true", help="two-fold cross-validation within the tune part, nothing else")
     parser.add_argument("--out", help="write the fine-tuned heads' state here")
     args = parser.parse_args(argv)
     if args.cv:
         weight = args.negative_weight if args.negative_weight is not None else defaults.negative_weight
-        config = FineTuneConfig(epochs=args.epochs, lr=args.lr, l2=args.l2, negative_weight=weight, seed=args.seed)
+        config = FineTuneConfig(epochs=args.epochs, lr=args.lr, l2=args.l2, negative_weight=weight, seed=args.seed,
+                                train_from=args.train_from)
         print(config)
         print(format_cv(cross_validate(config, args.composites)))
         return 0
     samples = with_composites(training_samples(), args.composites, args.seed)
     print(f"training on {len(samples)} frames ({sum(bool(s.boxes) for s in samples)} with boxes; {args.composites} of them composites), each mirrored")
     for weight in [args.negative_weight] if args.negative_weight is not None else NEGATIVE_WEIGHTS:
-        config = FineTuneConfig(epochs=args.epochs, lr=args.lr, l2=args.l2, negative_weight=weight, seed=args.seed)
+        config = FineTuneConfig(epochs=args.epochs, lr=args.lr, l2=args.l2, negative_weight=weight, seed=args.seed,
+                                train_from=args.train_from)
         print(config)
         tuned, state = _train(samples, config)
         if args.negative_weight is not None:

@@ -53,6 +53,7 @@ class FineTuneConfig:
     ignore_iou: float = 0.5
     mirror: bool = True  # each frame mirrored as well
     seed: int = 0
+    train_from: int | None = None  # None: the two head convolutions alone; k: every layer from k on (the neck)
 
 
 @dataclass
@@ -67,17 +68,55 @@ def head_layers(model: Darknet) -> list[int]:
     return [i - 1 for i, kind in enumerate(model.layer_kinds) if kind == "yolo"]
 
 
-def _features(model: Darknet, canvas: np.ndarray) -> list[torch.Tensor]:
+def trained_layers(model: Darknet, train_from: int | None) -> list[int]:
+    """The convolutions a fine-tune trains: the heads, or every one from ``train_from`` on."""
+    if train_from is None:
+        return head_layers(model)
+    if not 0 < train_from < len(model.layers):
+        raise ValueError(f"train_from {train_from} is outside the model's {len(model.layers)} layers")
+    return [i for i in range(train_from, len(model.layers)) if model.layer_kinds[i] == "convolutional"]
+
+
+def _cached_layers(model: Darknet, train_from: int | None) -> list[int]:
+    """The layers whose outputs a fine-tune computes once per frame: the heads' inputs, or what the
+    layers from ``train_from`` on read from before it."""
+    if train_from is None:
+        return [i - 1 for i in head_layers(model)]
+    return sorted({train_from - 1} | {i for i in model._keep if i < train_from})
+
+
+def _features(model: Darknet, canvas: np.ndarray, train_from: int | None) -> list[torch.Tensor]:
     caught: dict[int, torch.Tensor] = {}
-    hooks = [model.layers[i].register_forward_pre_hook(lambda _m, args, i=i: caught.__setitem__(i, args[0].detach()))
-             for i in head_layers(model)]
+    wanted = _cached_layers(model, train_from)
+    hooks = [model.layers[i].register_forward_hook(lambda _m, _args, out, i=i: caught.__setitem__(i, out.detach().clone()))
+             for i in wanted]
     try:
         with torch.no_grad():
             UInt8Input(model)(torch.from_numpy(np.ascontiguousarray(canvas)).unsqueeze(0))  # as the detector feeds it
     finally:
         for hook in hooks:
             hook.remove()
-    return [caught[i] for i in head_layers(model)]
+    return [caught[i] for i in wanted]
+
+
+def _head_outputs(model: Darknet, features: list[torch.Tensor], train_from: int | None) -> list[torch.Tensor]:
+    """What each ``yolo`` layer reads (its head convolution's output), from the cached features."""
+    if train_from is None:
+        return [model.layers[i].conv(x) for i, x in zip(head_layers(model), features)]
+    kept = dict(zip(_cached_layers(model, train_from), features))
+    x, outputs = kept[train_from - 1], []
+    for index in range(train_from, len(model.layers)):
+        kind, args = model.layer_kinds[index], model.layer_args[index]
+        if kind == "route":
+            x = kept[args[0]] if len(args) == 1 else torch.cat([kept[layer] for layer in args], dim=1)
+        elif kind == "shortcut":
+            x = x + kept[args[0]]
+        elif kind == "yolo":
+            outputs.append(x)
+        else:
+            x = model.layers[index](x)
+        kept[index] = x
+    return outputs
 
 
 def _raw(out: torch.Tensor, classes: int) -> torch.Tensor:
@@ -86,14 +125,17 @@ def _raw(out: torch.Tensor, classes: int) -> torch.Tensor:
     return out.view(-1, 5 + classes, rows, cols).permute(0, 2, 3, 1)
 
 
-def _prepare(detector, sample: Sample, mirror: bool, person_id: int, animal_ids: list[int]) -> _Prepared:
+def _prepare(detector, sample: Sample, mirror: bool, person_id: int, animal_ids: list[int],
+             train_from: int | None) -> _Prepared:
     model: Darknet = detector.model
     heads = head_layers(model)
     anchors = [model.layers[i + 1].anchors for i in heads]
     every = torch.cat(anchors)
     image = sample.image[:, ::-1] if mirror else sample.image
     canvas, box = detector.prepare(np.ascontiguousarray(image))
-    prepared = _Prepared(_features(model, canvas))
+    prepared = _Prepared(_features(model, canvas, train_from))
+    with torch.no_grad():
+        outputs = _head_outputs(model, prepared.features, train_from)
     size = canvas.shape[0]
     pixels = []
     for (x, y, w, h), kind in zip(sample.boxes, sample.kinds):
@@ -108,13 +150,12 @@ def _prepare(detector, sample: Sample, mirror: bool, person_id: int, animal_ids:
         k = int((inter / (bw * bh + every[:, 0] * every[:, 1] - inter)).argmax())
         head = next(h for h in range(len(anchors)) if k < sum(len(a) for a in anchors[:h + 1]))
         a = k - sum(len(a) for a in anchors[:head])
-        rows, cols = prepared.features[head].shape[2:]
+        rows, cols = outputs[head].shape[2:]
         stride = size / cols
         col, row = min(cols - 1, int(cx / stride)), min(rows - 1, int(cy / stride))
         target = torch.tensor([cx / stride - col, cy / stride - row,
                                float(np.log(bw / float(anchors[head][a, 0]))), float(np.log(bh / float(anchors[head][a, 1])))])
-        with torch.no_grad():
-            logits = _raw(model.layers[heads[head]].conv(prepared.features[head]), detector.model.num_classes)[a, row, col, 5:]
+        logits = _raw(outputs[head], detector.model.num_classes)[a, row, col, 5:]
         label = person_id if kind == "person" else animal_ids[int(logits[animal_ids].argmax())]
         prepared.positives.append((head, a, row, col, target, 2.0 - bw * bh / size**2, label))
     if pixels:
@@ -127,8 +168,7 @@ def _loss(detector, prepared: _Prepared, config: FineTuneConfig) -> torch.Tensor
     heads = head_layers(model)
     size = detector.image_size
     loss = torch.zeros(())
-    for h, index in enumerate(heads):
-        out = model.layers[index].conv(prepared.features[h])
+    for h, (index, out) in enumerate(zip(heads, _head_outputs(model, prepared.features, config.train_from))):
         raw = _raw(out, detector.model.num_classes)
         count, rows, cols = raw.shape[:3]
         objectness = torch.zeros((count, rows, cols))
@@ -152,23 +192,38 @@ def _loss(detector, prepared: _Prepared, config: FineTuneConfig) -> torch.Tensor
     return loss
 
 
+def _parameters(model: Darknet, layers: list[int]) -> list[torch.nn.Parameter]:
+    """What a fine-tune trains in ``layers``: each convolution's weights and bias, or its batch
+    norm's scale and shift (the running statistics stay the COCO ones: the model runs in eval mode)."""
+    params = []
+    for i in layers:
+        block = model.layers[i]
+        params.append(block.conv.weight)
+        if block.conv.bias is not None:
+            params.append(block.conv.bias)
+        if hasattr(block, "bn"):
+            params += [block.bn.weight, block.bn.bias]
+    return params
+
+
 def fine_tune_heads(detector, samples: list[Sample], config: FineTuneConfig = FineTuneConfig(), *,
                     progress=None) -> dict[str, torch.Tensor]:
     """Train ``detector``'s (a :class:`gpu_ops.detector_darknet.DarknetDetector`, torch backend) two
-    head convolutions in place on ``samples`` and return their state (module doc). ``progress`` is
-    called with (epoch, mean loss) after each epoch."""
+    head convolutions (or, with ``config.train_from``, every layer from there on) in place on
+    ``samples`` and return their state (module doc). ``progress`` is called with (epoch, mean loss)
+    after each epoch."""
     model: Darknet = detector.model
-    heads = head_layers(model)
-    convs = [model.layers[i].conv for i in heads]
+    model.eval()
+    layers = trained_layers(model, config.train_from)
     labels = detector.labels
     person_id = next(i for i, name in labels.items() if name == "person")
     animal_ids = [i for i, c in detector.categories.items() if c == "animal"]
     torch.manual_seed(config.seed)
-    prepared = [_prepare(detector, s, False, person_id, animal_ids) for s in samples]
+    prepared = [_prepare(detector, s, False, person_id, animal_ids, config.train_from) for s in samples]
     if config.mirror:
-        prepared += [_prepare(detector, s, True, person_id, animal_ids) for s in samples]
-    start = [(c.weight.detach().clone(), c.bias.detach().clone()) for c in convs]
-    params = [p for c in convs for p in (c.weight, c.bias)]
+        prepared += [_prepare(detector, s, True, person_id, animal_ids, config.train_from) for s in samples]
+    params = _parameters(model, layers)
+    start = [p.detach().clone() for p in params]
     for p in model.parameters():
         p.requires_grad_(False)
     for p in params:
@@ -179,7 +234,7 @@ def fine_tune_heads(detector, samples: list[Sample], config: FineTuneConfig = Fi
         for epoch in range(config.epochs):
             total = 0.0
             for k in order.permutation(len(prepared)):
-                pull = sum(((c.weight - w0) ** 2).sum() + ((c.bias - b0) ** 2).sum() for c, (w0, b0) in zip(convs, start))
+                pull = sum(((p - p0) ** 2).sum() for p, p0 in zip(params, start))
                 loss = _loss(detector, prepared[k], config) + config.l2 * pull
                 optimizer.zero_grad()
                 loss.backward()
@@ -190,54 +245,78 @@ def fine_tune_heads(detector, samples: list[Sample], config: FineTuneConfig = Fi
     finally:
         for p in params:
             p.requires_grad_(False)
-    return heads_state(detector)
+    return heads_state(detector, config.train_from)
 
 
-def heads_state(detector) -> dict[str, torch.Tensor]:
+def _names(block) -> list[str]:
+    """A layer's tensors in Darknet's file order, as state keys (``weight`` is the convolution's)."""
+    if hasattr(block, "bn"):
+        return ["bn.bias", "bn.weight", "bn.running_mean", "bn.running_var", "weight"]
+    return ["bias", "weight"]
+
+
+def _tensor(block, name: str) -> torch.Tensor:
+    return getattr(block.bn, name[3:]) if name.startswith("bn.") else getattr(block.conv, name)
+
+
+def heads_state(detector, train_from: int | None = None) -> dict[str, torch.Tensor]:
+    """The trained layers' tensors, keyed ``"<layer>.<name>"`` (:func:`_names`)."""
     state = {}
-    for i in head_layers(detector.model):
-        conv = detector.model.layers[i].conv
-        state[f"{i}.weight"], state[f"{i}.bias"] = conv.weight.detach().clone(), conv.bias.detach().clone()
+    for i in trained_layers(detector.model, train_from):
+        block = detector.model.layers[i]
+        for name in _names(block):
+            state[f"{i}.{name}"] = _tensor(block, name).detach().clone()
     return state
 
 
 def apply_heads(detector, state: dict[str, torch.Tensor]) -> None:
     """Put a :func:`fine_tune_heads` state into ``detector`` (torch backend), checking its shapes."""
-    for i in head_layers(detector.model):
-        conv = detector.model.layers[i].conv
-        for name in ("weight", "bias"):
+    layers = sorted({int(k.split(".")[0]) for k in state})
+    for i in layers:
+        if i >= len(detector.model.layers) or detector.model.layer_kinds[i] != "convolutional":
+            raise ValueError(f"head state has layer {i}, not a convolution of this model: not made for this model")
+        block = detector.model.layers[i]
+        for name in _names(block):
+            target = _tensor(block, name)
             value = state.get(f"{i}.{name}")
-            if value is None or value.shape != getattr(conv, name).shape:
-                raise ValueError(f"head state has no {i}.{name} of shape {tuple(getattr(conv, name).shape)}: not made for this model")
+            if value is None or value.shape != target.shape:
+                raise ValueError(f"head state has no {i}.{name} of shape {tuple(target.shape)}: not made for this model")
             with torch.no_grad():
-                getattr(conv, name).copy_(value)
+                target.copy_(value)
 
 
 def save_heads(state: dict[str, torch.Tensor], path: Path | str) -> Path:
-    """Write a heads state as Darknet writes a convolution without batch norm: little-endian float32,
-    each head's biases then its weights, in layer order. No container metadata, so the same
+    """Write a fine-tuned state as Darknet writes its convolutions: little-endian float32, layer by
+    layer in order, each as Darknet's ``.weights`` holds it (batch norm's bias, scale, mean and
+    variance then the weights; or the bias then the weights). No container metadata, so the same
     weights give the same bytes (and sha256) on every run."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     layers = sorted({int(k.split(".")[0]) for k in state})
-    parts = [state[f"{i}.{name}"].detach().cpu().numpy().astype("<f4").ravel() for i in layers for name in ("bias", "weight")]
+    parts = []
+    for i in layers:
+        names = [n for n in ("bn.bias", "bn.weight", "bn.running_mean", "bn.running_var", "bias", "weight") if f"{i}.{n}" in state]
+        parts += [state[f"{i}.{n}"].detach().cpu().numpy().astype("<f4").ravel() for n in names]
     path.write_bytes(np.concatenate(parts).tobytes())
     return path
 
 
 def load_heads(path: Path | str, detector) -> dict[str, torch.Tensor]:
-    """Read a :func:`save_heads` file for ``detector``'s model (its shapes say how to cut it)."""
+    """Read a :func:`save_heads` file for ``detector``'s model. Which layers it holds follows from its
+    size: the two heads, or every convolution from some layer on."""
     data = np.frombuffer(Path(path).read_bytes(), dtype="<f4")
+    model = detector.model
+    size = lambda layers: sum(_tensor(model.layers[i], n).numel() for i in layers for n in _names(model.layers[i]))  # noqa: E731
+    candidates = [head_layers(model)] + [trained_layers(model, k) for k in range(1, len(model.layers))]
+    layers = next((c for c in candidates if c and size(c) == data.size), None)
+    if layers is None:
+        raise ValueError(f"{path} holds {data.size} floats, neither this model's heads ({size(head_layers(model))}) "
+                         "nor its layers from any one on: not made for this model")
     state, offset = {}, 0
-    for i in head_layers(detector.model):
-        conv = detector.model.layers[i].conv
-        for name in ("bias", "weight"):
-            shape = tuple(getattr(conv, name).shape)
+    for i in layers:
+        for name in _names(model.layers[i]):
+            shape = tuple(_tensor(model.layers[i], name).shape)
             count = int(np.prod(shape))
-            if offset + count > data.size:
-                raise ValueError(f"{path} holds {data.size} floats, too few for this model's heads: not made for this model")
             state[f"{i}.{name}"] = torch.from_numpy(data[offset:offset + count].copy()).view(shape)
             offset += count
-    if offset != data.size:
-        raise ValueError(f"{path} holds {data.size - offset} floats more than this model's heads: not made for this model")
     return state

@@ -71,8 +71,24 @@ def test_a_fine_tune_is_seeded_and_its_heads_round_trip_through_a_file(samples, 
     with pytest.raises(ValueError, match="not made for this model"):
         apply_heads(other, {k: v[:1] for k, v in first.items()})
     path.write_bytes(path.read_bytes()[:-4])
-    with pytest.raises(ValueError, match="too few"):
+    with pytest.raises(ValueError, match="neither this model's heads .* not made for this model"):
         load_heads(path, other)
+
+
+def test_a_neck_fine_tune_trains_every_layer_from_its_start_and_round_trips(samples, tmp_path):
+    """train_from: the layers from there on train (batch norm's scale and shift too), those before stay."""
+    detector = _detector()
+    before = {k: v.clone() for k, v in detector.model.state_dict().items()}
+    state = fine_tune_heads(detector, samples, FineTuneConfig(epochs=1, train_from=13))
+    assert sorted({int(k.split(".")[0]) for k in state}) == [13, 14, 15, 18, 21, 22]
+    after = detector.model.state_dict()
+    changed = {k.split(".")[1] for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"13", "14", "15", "18", "21", "22"}
+    assert all(torch.equal(before[k], after[k]) for k in before if "running" in k)  # the COCO statistics kept
+    other = _detector()
+    apply_heads(other, load_heads(save_heads(state, tmp_path / "neck.bin"), other))
+    frame = samples[0].image
+    assert [d.bbox for d in other.detect([frame])[0]] == [d.bbox for d in detector.detect([frame])[0]]
 
 
 def test_the_shipped_camtrap_heads_load_by_name_on_both_cpu_backends(monkeypatch, tmp_path):
