@@ -244,7 +244,7 @@ def to_detections(
 
 
 def yolo_nms(prediction: torch.Tensor, conf_threshold: float, iou_threshold: float,
-             wanted: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+             wanted: Sequence[int] | None = None, groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One image's raw YOLO predictions ``(anchors, 5 + classes)`` (centre x, y, w, h, objectness,
     class probabilities) -> ``xyxy``, ``scores``, ``class_ids`` after per-class NMS.
 
@@ -252,7 +252,9 @@ def yolo_nms(prediction: torch.Tensor, conf_threshold: float, iou_threshold: flo
     box, the best class, scored objectness x class probability; boxes above ``conf_threshold``; at
     most 30,000 of the best into NMS and ``MAX_DETECTIONS_PER_IMAGE`` out. Unlike YOLOv5's it has no
     wall-clock limit, which on a busy CPU silently drops the rest of a batch. ``wanted`` keeps only
-    those class ids (before NMS).
+    those class ids (before NMS). ``groups`` (one id per class) makes NMS per group instead: classes
+    of one group suppress each other, as a COCO model's animal classes must (a "bird" box and a
+    "sheep" box on one animal are one animal, not two).
     """
     scores, class_ids = (prediction[:, 5:] * prediction[:, 4:5]).max(dim=1)
     keep = scores > conf_threshold
@@ -265,7 +267,8 @@ def yolo_nms(prediction: torch.Tensor, conf_threshold: float, iou_threshold: flo
     prediction, scores, class_ids = prediction[order], scores[order], class_ids[order]
     cx, cy, w, h = prediction[:, 0], prediction[:, 1], prediction[:, 2], prediction[:, 3]
     xyxy = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1)
-    kept = torchvision.ops.batched_nms(xyxy, scores, class_ids, iou_threshold)[:MAX_DETECTIONS_PER_IMAGE]
+    by = class_ids if groups is None else groups.to(class_ids.device)[class_ids]
+    kept = torchvision.ops.batched_nms(xyxy, scores, by, iou_threshold)[:MAX_DETECTIONS_PER_IMAGE]
     return xyxy[kept], scores[kept], class_ids[kept]
 
 
