@@ -1,7 +1,7 @@
 """The camera-level background (:mod:`gpu_ops.background`) as Stage 1 and the ``detections`` asset
 run it, measured on the realdata split against the detector with animal-ness and burst fusion:
 
-    python -m bench.realdata_background [--part tune|holdout] [--model default|default-camtrap] [--frames]
+    python -m bench.realdata_background [--part tune|holdout] [--model default|default-camtrap|default-camtrap-neck] [--frames]
 
 Each image's thumbnail is cut from the decode the engine makes for the detector
 (``gpu_ops.engine.decode_for_detection``), each camera's triggers are timed by the EXIF time the
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     parser.add_argument("--part", choices=("tune", "holdout"), default="tune")
     parser.add_argument("--prior-conf", type=float, default=BackgroundConfig.prior_conf,
                         help="the confidence a background box carries (pipeline.background.conf)")
-    parser.add_argument("--model", default="default", choices=("default", "default-camtrap"), help="the detector under it")
+    parser.add_argument("--model", default="default", choices=("default", "default-camtrap", "default-camtrap-neck"), help="the detector under it")
     parser.add_argument("--frames", action="store_true", help="also print each frame's boxes, without and with the background")
     args = parser.parse_args(argv)
     report = run(args.part, BackgroundConfig(prior_conf=args.prior_conf), model=args.model)

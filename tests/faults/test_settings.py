@@ -91,7 +91,7 @@ def test_a_missing_or_garbage_model_file_fails_at_load(tmp_path):
     with pytest.raises(ProfileError) as caught:
         parse_profile({"pipeline": {"stage1": {"model": "/models/weights.bin"}}})
     assert str(caught.value) == PREFIX + (
-        "'pipeline.stage1.model' is '/models/weights.bin'; use 'default', 'default-camtrap', a known model name (odins-ravne models list), "
+        "'pipeline.stage1.model' is '/models/weights.bin'; use 'default', 'default-camtrap', 'default-camtrap-neck', a known model name (odins-ravne models list), "
         "'megadetector:<file>' or a .pt/.onnx/.engine file"
     )
 
