@@ -13,12 +13,19 @@ names species COCO does not have; ``animal_score: sum`` pools them all anyway). 
 the COCO weights (``l2``) keeps what the heads knew. Seeded: the same frames and config give the
 same weights.
 
-The result is a state of the two convolutions (:func:`save_heads` / :func:`load_heads` /
-:func:`apply_heads`), 0.8 MB next to the 35 MB Darknet file. ``python -m bench.realdata_finetune``
-trains it on the realdata tune part and scores it against the COCO heads on both parts; measured there (README,
-"Detection on real frames"), it learns the tune frames (0.36 -> 0.52 boxed) and carries little over
-to the held-out ones (the same frames boxed, one of 18 more on the animal, precision 0.70 -> 0.89),
-so it ships as the opt-in model ``default-camtrap``, not as the default.
+``train_from`` (``FineTuneConfig``) trains more of the network: every convolution from that layer
+on (13: the neck and both heads, 2.6 M weights), from the outputs of the layers before it that they
+read (for YOLOv3-tiny layers 12 and 8), again computed once per frame; an epoch then costs the
+neck's convolutions per frame, tens of seconds on this CPU for 800 frames.
+
+The result is a state of the trained convolutions (:func:`save_heads` / :func:`load_heads` /
+:func:`apply_heads`): the heads 0.8 MB, the neck and heads 10 MB, next to the 35 MB Darknet file.
+``python -m bench.realdata_finetune`` trains on the realdata tune part (and on composites of it,
+:mod:`gpu_ops.composites`) and scores against the COCO weights on both parts; measured there (README,
+"Detection on real frames"): the heads alone (``default-camtrap``) box the same held-out frames as
+COCO with fewer false boxes; the neck on 400 composites (``default-camtrap-neck``) boxes more of
+them (0.39 -> 0.50) with more false boxes (precision 0.70 -> 0.56). Both ship as opt-in models
+(:data:`gpu_ops.weights.FINE_TUNED`), neither as the default.
 """
 
 from __future__ import annotations
