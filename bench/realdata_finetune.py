@@ -10,10 +10,11 @@ photo stamps, pasted on the tune frames as their cameras would have taken them),
 the COCO heads and the fine-tuned ones on the tune and the held-out parts, with animal-ness summed
 (``animal_score: sum``) and burst fusion as Stage 1 runs them. Without ``--negative-weight`` it trains
 with each of ``NEGATIVE_WEIGHTS`` in turn and keeps the first that puts no box on the tune part's
-empty frames (with bursts), judged on the tune part alone. ``--out`` writes the heads' state (the
-shipped ``gpu_ops/models/yolov3-tiny-camtrap-heads.bin`` is this command's output with the defaults).
-Seeded and on the CPU: a run gives the same weights each time. It takes one to two minutes here
-without composites, ten to fifteen with 400.
+empty frames (with bursts), judged on the tune part alone. ``--train-from 13`` trains the neck as
+well as the heads. ``--out`` writes the trained state; the shipped ones are this command's output
+with the arguments in :data:`gpu_ops.weights.FINE_TUNED`. Seeded and on the CPU: a run gives the
+same weights each time. It takes one to two minutes here for the heads, six for the neck on 400
+composites.
 
 ``--cv`` scores a recipe without looking at the held-out part at all: the tune part's triggers are
 cut in two folds (by the sha256 of the trigger), each fold's model is trained on the other fold
