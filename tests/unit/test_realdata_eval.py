@@ -99,3 +99,30 @@ def test_a_box_beside_the_animal_boxes_the_frame_but_does_not_locate_the_animal(
     score.add(fox, [Detection("animal", "animal", 0.2, (0.10, 0.10, 0.20, 0.20))], 0.3)  # below the threshold
     summary = score.summary()
     assert (summary["animal_frames"], summary["image_recall"], summary["located_recall"]) == (3, 2 / 3, 1 / 3)
+
+
+def test_the_cross_validation_folds_cut_the_tune_part_alone_and_keep_triggers_whole():
+    from bench.realdata_finetune import folds
+
+    split = {f"burst-{i}": ("tune" if i % 3 else "holdout") for i in range(60)}
+    cut = folds(split)
+    assert cut == folds(split)  # by the trigger's sha256: the same each run
+    assert {t for t, p in cut.items() if p == "holdout"} == {t for t, p in split.items() if p == "holdout"}
+    tune = [p for t, p in cut.items() if split[t] == "tune"]
+    assert set(tune) == {"fold0", "fold1"} and 10 <= tune.count("fold0") <= 30
+
+
+def test_composites_for_the_recipe_are_seeded_and_keep_the_real_frames():
+    from bench.realdata_finetune import with_composites
+    from gpu_ops.finetune import Sample
+
+    frame = np.full((120, 160, 3), 90, np.uint8)
+    cutout = np.zeros((40, 40, 4), np.uint8)
+    cutout[5:35, 5:35] = (200, 150, 100, 255)
+    samples = [Sample(frame, ((0.1, 0.1, 0.2, 0.2),), ("animal",)), Sample(frame)]
+    made = with_composites(samples, 5, seed=0, cutouts=[cutout])
+    again = with_composites(samples, 5, seed=0, cutouts=[cutout])
+    assert made[:2] == samples and len(made) == 7
+    assert all(np.array_equal(a.image, b.image) and a.boxes == b.boxes for a, b in zip(made, again))
+    assert all(len(m.boxes) >= len(samples[i % 2].boxes) + 1 for i, m in enumerate(made[2:]))
+    assert with_composites(samples, 0, seed=0, cutouts=[cutout]) == samples
