@@ -1,7 +1,7 @@
 """The training recipe for a camera-trap default (issue 13, direction 4), measured on realdata:
 
     python -m bench.realdata_finetune [--epochs 10] [--lr 5e-4] [--l2 1.0] [--negative-weight W] [--seed 0]
-                                      [--composites N] [--cv] [--out heads.bin]
+                                      [--composites N] [--sheet composites.png] [--cv] [--out heads.bin]
 
 Fine-tunes the default YOLOv3-tiny's two head convolutions (:mod:`gpu_ops.finetune`) on the frames
 of the realdata tune part (boxes by eye; empty frames as negatives), each also mirrored, and on
@@ -75,6 +75,28 @@ def with_composites(samples: list[Sample], count: int, seed: int, cutouts: list[
     return list(samples) + [composite(samples[i % len(samples)], cutouts, rng) for i in range(count)]
 
 
+def contact_sheet(samples: list[Sample], path, columns: int = 4, width: int = 400):
+    """A picture of ``samples`` (the first composites, say) with their boxes drawn, to look at what
+    the detector is taught: red for an animal, blue for a person."""
+    from PIL import ImageDraw
+
+    tiles = []
+    for sample in samples:
+        picture = Image.fromarray(sample.image)
+        draw = ImageDraw.Draw(picture)
+        for (x, y, w, h), kind in zip(sample.boxes, sample.kinds):
+            draw.rectangle([x * picture.width, y * picture.height, (x + w) * picture.width, (y + h) * picture.height],
+                           outline=(230, 30, 30) if kind == "animal" else (40, 90, 230), width=max(2, picture.width // 200))
+        tiles.append(picture.resize((width, max(1, round(width * picture.height / picture.width)))))
+    row_height = max(t.height for t in tiles)
+    rows = (len(tiles) + columns - 1) // columns
+    sheet = Image.new("RGB", (columns * width, rows * row_height))
+    for i, tile in enumerate(tiles):
+        sheet.paste(tile, ((i % columns) * width, (i // columns) * row_height))
+    sheet.save(path)
+    return path
+
+
 def folds(split: dict[str, str], part: str = "tune") -> dict[str, str]:
     """The split with ``part``'s triggers cut in ``fold0`` and ``fold1`` by their sha256."""
     return {t: (f"fold{hashlib.sha256(t.encode()).digest()[0] % 2}" if p == part else p) for t, p in split.items()}
@@ -133,6 +155,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--train-from", type=int, help="train every layer from this one on (13: the neck), not the heads alone")
     parser.add_argument("--composites", type=int, default=0, help="composites made from the training frames")
+    parser.add_argument("--sheet", help="write a picture of the first 16 composites with their boxes here (.png)")
     parser.add_argument("--cv", action="store_true", help="two-fold cross-validation within the tune part, nothing else")
     parser.add_argument("--out", help="write the fine-tuned heads' state here")
     args = parser.parse_args(argv)
@@ -143,7 +166,10 @@ def main(argv=None) -> int:
         print(config)
         print(format_cv(cross_validate(config, args.composites)))
         return 0
-    samples = with_composites(training_samples(), args.composites, args.seed)
+    real = training_samples()
+    samples = with_composites(real, args.composites, args.seed)
+    if args.sheet and args.composites:
+        print("composites drawn in", contact_sheet(samples[len(real):len(real) + 16], args.sheet))
     print(f"training on {len(samples)} frames ({sum(bool(s.boxes) for s in samples)} with boxes; {args.composites} of them composites), each mirrored")
     for weight in [args.negative_weight] if args.negative_weight is not None else NEGATIVE_WEIGHTS:
         config = FineTuneConfig(epochs=args.epochs, lr=args.lr, l2=args.l2, negative_weight=weight, seed=args.seed,

@@ -126,3 +126,20 @@ def test_composites_for_the_recipe_are_seeded_and_keep_the_real_frames():
     assert all(np.array_equal(a.image, b.image) and a.boxes == b.boxes for a, b in zip(made, again))
     assert all(len(m.boxes) >= len(samples[i % 2].boxes) + 1 for i, m in enumerate(made[2:]))
     assert with_composites(samples, 0, seed=0, cutouts=[cutout]) == samples
+
+
+def test_the_composites_contact_sheet_draws_each_box(tmp_path):
+    from bench.realdata_finetune import contact_sheet
+    from gpu_ops.finetune import Sample
+
+    frame = np.full((300, 400, 3), 60, np.uint8)
+    samples = [Sample(frame, ((0.25, 0.25, 0.5, 0.5),), ("animal",)), Sample(frame, ((0.1, 0.1, 0.2, 0.2),), ("person",))]
+    with Image.open(contact_sheet(samples, tmp_path / "sheet.png", columns=2, width=200)) as sheet:
+        pixels = np.asarray(sheet.convert("RGB"))
+    assert pixels.shape == (150, 400, 3)
+    red = (pixels[..., 0] > 150) & (pixels[..., 2] < 90)
+    blue = (pixels[..., 2] > 150) & (pixels[..., 0] < 90)
+    rows, cols = np.nonzero(red)
+    assert cols.min() >= 45 and cols.max() <= 155 and rows.min() >= 33 and rows.max() <= 117  # the animal's box, tile 1
+    rows, cols = np.nonzero(blue)
+    assert cols.min() >= 215 and cols.max() <= 265 and rows.max() <= 50  # the person's, tile 2
