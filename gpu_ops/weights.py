@@ -201,14 +201,14 @@ FINE_TUNED: dict[str, FineTuned] = {
         Path(__file__).parent / "models" / "yolov3-tiny-camtrap-heads.bin",
         "b5322d596596b055a67bdf315d076b7303f80e66d733183134303ca6ce2a9e3d",
         "yolov3-tiny-camtrap",
-        "the default with its two heads fine-tuned on real camera-trap frames: as many animal frames as the default, fewer false boxes",
+        "the default, heads fine-tuned on camera-trap frames: fewer false boxes",
         "python -m bench.realdata_finetune --negative-weight 4 --out gpu_ops/models/yolov3-tiny-camtrap-heads.bin",
     ),
     CAMTRAP_NECK_MODEL: FineTuned(
         Path(__file__).parent / "models" / "yolov3-tiny-camtrap-neck.bin",
         "327cb0ccb72f1a6415688c4647df79ad857e1b52947ecafa07a842a34a1dad20",
         "yolov3-tiny-camtrap-neck",
-        "the default with its neck and heads fine-tuned on real frames and composites: more animal frames found, more false boxes",
+        "the default, neck and heads fine-tuned on frames and composites: more animals found, more false boxes",
         "python -m bench.realdata_finetune --train-from 13 --composites 400 --l2 0.05 --negative-weight 4 "
         "--out gpu_ops/models/yolov3-tiny-camtrap-neck.bin",
     ),
