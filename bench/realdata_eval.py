@@ -64,6 +64,7 @@ class _Score:
         r = self.box.summary()
         return {
             "animal_frames": self.animal_frames,
+            "animal_frames_boxed": self.animal_frames_found, "animal_frames_located": self.animal_frames_located,
             "image_recall": self.animal_frames_found / self.animal_frames if self.animal_frames else None,
             "located_recall": self.animal_frames_located / self.animal_frames if self.animal_frames else None,
             "box_recall": r["iou0.3"]["recall"], "precision": r["iou0.3"]["precision"],

@@ -116,7 +116,7 @@ def _train(samples: list[Sample], config: FineTuneConfig) -> tuple[DarknetDetect
 def cross_validate(config: FineTuneConfig, composites: int, cutouts: list[np.ndarray] | None = None) -> dict:
     """``--cv`` (module doc): the pooled two-fold figures of the COCO heads and of ``config``'s."""
     split = folds(read_split())
-    pooled: dict[str, dict[str, float]] = {}
+    pooled: dict[str, dict[str, int]] = {}
     for k in (0, 1):
         train = with_composites(training_samples(f"fold{1 - k}", split), composites, config.seed, cutouts)
         print(f"fold {k}: training on the other fold's {len(train)} frames ({composites} composites)", flush=True)
@@ -125,10 +125,9 @@ def cross_validate(config: FineTuneConfig, composites: int, cutouts: list[np.nda
         for name, slices in report["results"][f"fold{k}"].items():
             for slice_name, r in slices.items():
                 into = pooled.setdefault(f"{name} {slice_name}", {"animal_frames": 0, "boxed": 0, "located": 0, "boxes_on_empty": 0})
-                n = r["animal_frames"]
-                into["animal_frames"] += n
-                into["boxed"] += round((r["image_recall"] or 0) * n)
-                into["located"] += round((r["located_recall"] or 0) * n)
+                into["animal_frames"] += r["animal_frames"]
+                into["boxed"] += r["animal_frames_boxed"]
+                into["located"] += r["animal_frames_located"]
                 into["boxes_on_empty"] += r["boxes_on_empty"]
     return pooled
 

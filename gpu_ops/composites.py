@@ -36,9 +36,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from gpu_ops.background import is_infrared
+from gpu_ops.boxes import Box, intersection
 from gpu_ops.finetune import Sample
-
-Box = tuple[float, float, float, float]  # normalized x, y, w, h
 
 
 @dataclass(frozen=True)
@@ -69,10 +68,9 @@ def _alpha_crop(cutout: np.ndarray) -> np.ndarray:
 
 
 def _overlap(a: Box, b: Box) -> float:
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    """The shared area as a share of the smaller box's."""
     smaller = min(a[2] * a[3], b[2] * b[3])
-    return ix * iy / smaller if smaller > 0 else 0.0
+    return intersection(a, b) / smaller if smaller > 0 else 0.0
 
 
 def _tone(rgb: np.ndarray, alpha: np.ndarray, under: np.ndarray, infrared: bool,
@@ -98,8 +96,8 @@ def _paste(frame: np.ndarray, cutout: np.ndarray, taken: list[Box], infrared: bo
            rng: np.random.Generator, config: CompositeConfig) -> Box | None:
     """Paste ``cutout`` into ``frame`` (float RGB, in place); its box, or None where no place was found."""
     height, width = frame.shape[:2]
+    ratio = cutout.shape[0] / cutout.shape[1]
     for _ in range(config.tries):
-        ratio = cutout.shape[0] / cutout.shape[1]
         w = width * float(np.exp(rng.uniform(np.log(config.min_width), np.log(config.max_width))))
         w = min(w, config.max_height * height / ratio)
         pw, ph = max(2, round(w)), max(2, round(w * ratio))

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PIL import Image
@@ -118,17 +118,10 @@ def _cutout_members() -> dict[str, tuple[str, str]]:
 
 # Not for the sample cameras: the real animal photographs (cut out, with alpha) that
 # gpu_ops.composites pastes on real frames to train a camera-trap detector (bench.realdata_finetune).
-# Every real photo stamp of an animal that lives on land or flies; cartoons, toys, silhouettes, fish,
-# insects and shellfish left out. The member list and digests are in cutouts.json.
-CUTOUTS = Archive(
-    name="tuxpaint-cutouts",
-    kind="deb",
-    package="tuxpaint-stamps-default",
-    version="2022.06.04-1",
-    sha256="6db6c1bfc870a47f1499d6203b083522eacb57c5f9c87d468f2e92eb6d9d5f34",
-    license="GPL-2 (Tux Paint stamps, Bill Kendrick and contributors)",
-    members=_cutout_members(),
-)
+# The same pinned package as the sample stamps; every real photo stamp of an animal that lives on
+# land or flies, cartoons, toys, silhouettes, fish, insects and shellfish left out. The member list
+# and digests are in cutouts.json.
+CUTOUTS = replace(next(a for a in ARCHIVES if a.name == "tuxpaint-stamps"), name="tuxpaint-cutouts", members=_cutout_members())
 
 
 def default_sources_dir() -> Path:
