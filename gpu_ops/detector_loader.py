@@ -16,7 +16,7 @@ from pathlib import Path
 
 from gpu_ops.detector import BACKENDS, Detector, configure_torch_threads, resolve_device
 from gpu_ops.model_registry import KNOWN_MODELS, resolve_model
-from gpu_ops.weights import FINE_TUNED, camtrap_heads, fetch_default_weights
+from gpu_ops.weights import FINE_TUNED, builtin_models, fetch_default_weights, fine_tuned_file
 
 log = logging.getLogger("gpu_ops")
 
@@ -74,7 +74,7 @@ def _build(model: str, backend: str, device: str, image_size: int, conf: float, 
 
         options["image_size"] = image_size or DarknetDetector.input_size
         if model in FINE_TUNED:
-            options.update(heads=camtrap_heads(model), name=FINE_TUNED[model].detector_name)
+            options.update(heads=fine_tuned_file(model), name=FINE_TUNED[model].detector_name)
         return DarknetDetector(fetch_default_weights(), backend=backend, animal_score=animal_score, **options)
     release = KNOWN_MODELS.get(model)
     if release is not None:
@@ -91,7 +91,7 @@ def _build(model: str, backend: str, device: str, image_size: int, conf: float, 
     path = _existing(model, model)
     if path.suffix.lower() not in (".pt", ".onnx", ".engine"):
         raise ValueError(
-            f"model {model!r}: expected 'default', 'default-camtrap', 'default-camtrap-neck', a known model name (odins-ravne models list), "
+            f"model {model!r}: expected {builtin_models()}, a known model name (odins-ravne models list), "
             "'megadetector:<path>' or an ultralytics .pt/.onnx/.engine file"
         )
     from gpu_ops.detector_ultralytics import UltralyticsDetector

@@ -401,7 +401,7 @@ def _check_model_file(profile: Profile, path: str, spec: str, source: str) -> No
     only its form is checked there.
     """
     from gpu_ops.model_registry import KNOWN_MODELS
-    from gpu_ops.weights import FINE_TUNED
+    from gpu_ops.weights import FINE_TUNED, builtin_models
 
     if spec in ("default", "coco-taxonomy") or spec in FINE_TUNED or spec in KNOWN_MODELS:
         return
@@ -411,7 +411,7 @@ def _check_model_file(profile: Profile, path: str, spec: str, source: str) -> No
         if path == "pipeline.stage2.classifier":
             return  # SpeciesNet releases and folders: the classifier loader knows them
         raise ProfileError(
-            f"{source}: '{path}' is {spec!r}; use 'default', 'default-camtrap', 'default-camtrap-neck', a known model name (odins-ravne models list), "
+            f"{source}: '{path}' is {spec!r}; use {builtin_models()}, a known model name (odins-ravne models list), "
             "'megadetector:<file>' or a .pt/.onnx/.engine file"
         )
     if profile.runner.type != "local":

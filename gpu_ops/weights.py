@@ -215,8 +215,13 @@ FINE_TUNED: dict[str, FineTuned] = {
 }
 
 
-def camtrap_heads(model: str = CAMTRAP_MODEL) -> Path:
-    """A shipped fine-tune's state file, checked against its pinned digest."""
+def builtin_models() -> str:
+    """The detectors that ship with the package, quoted for an error message: 'default', 'default-camtrap', ..."""
+    return ", ".join(f"'{name}'" for name in ("default", *FINE_TUNED))
+
+
+def fine_tuned_file(model: str) -> Path:
+    """A shipped fine-tune's state file (gpu_ops.finetune's layout), checked against its pinned digest."""
     tuned = FINE_TUNED[model]
     if not tuned.file.is_file():
         raise RuntimeError(f"{tuned.file} is missing: reinstall odins-ravne (the file ships with the package)")

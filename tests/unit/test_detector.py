@@ -195,6 +195,10 @@ def test_unknown_backend_and_missing_model_are_clear_errors(tmp_path):
     with pytest.raises(RuntimeError, match="not a YOLOv5 or ultralytics checkpoint"):
         (tmp_path / "md_v5a.0.0.pt").write_bytes(b"not a real checkpoint")
         load_detector(f"megadetector:{tmp_path / 'md_v5a.0.0.pt'}")
+    # A file of no model format names every detector that ships with the package, the fine-tunes included.
+    (tmp_path / "weights.bin").write_bytes(b"\0" * 16)
+    with pytest.raises(ValueError, match="expected 'default', 'default-camtrap', 'default-camtrap-neck', a known model name"):
+        load_detector(str(tmp_path / "weights.bin"))
 
 
 # --- ultralytics and MegaDetector paths -----------------------------------------------------

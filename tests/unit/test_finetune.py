@@ -105,7 +105,7 @@ def test_the_shipped_camtrap_models_load_by_name_on_both_cpu_backends(monkeypatc
     onnx_one = load_detector(model, backend="onnx", image_size=416)
     assert torch_one.name == name and torch_one.signature != coco.signature
     assert "-heads-" in onnx_one.onnx_path().name  # its own export, never the COCO one
-    state = load_heads(weights.camtrap_heads(model), torch_one)
+    state = load_heads(weights.fine_tuned_file(model), torch_one)
     current = heads_state(torch_one) | heads_state(torch_one, 13)
     assert all(torch.equal(current[k], v) for k, v in state.items())
     image = _frame(10, True)
@@ -118,4 +118,4 @@ def test_the_shipped_camtrap_models_load_by_name_on_both_cpu_backends(monkeypatc
     changed.write_bytes(shipped.file.read_bytes()[:-4] + b"\0\0\0\0")
     monkeypatch.setitem(weights.FINE_TUNED, model, dataclasses.replace(shipped, file=changed))
     with pytest.raises(RuntimeError, match="not the pinned"):
-        weights.camtrap_heads(model)
+        weights.fine_tuned_file(model)
