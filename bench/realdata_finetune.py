@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import time
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -39,6 +40,7 @@ from gpu_ops.composites import composite
 from gpu_ops.detector_darknet import DarknetDetector
 from gpu_ops.finetune import FineTuneConfig, Sample, fine_tune_heads, save_heads
 from gpu_ops.weights import fetch_default_weights
+from odins_ravne_assets.munin.preview import sheet_png
 from odins_ravne_assets.sample_data.sources import CUTOUTS, fetch_sources
 
 
@@ -75,25 +77,16 @@ def with_composites(samples: list[Sample], count: int, seed: int, cutouts: list[
     return list(samples) + [composite(samples[i % len(samples)], cutouts, rng) for i in range(count)]
 
 
-def contact_sheet(samples: list[Sample], path, columns: int = 4, width: int = 400):
-    """A picture of ``samples`` (the first composites, say) with their boxes drawn, to look at what
-    the detector is taught: red for an animal, blue for a person."""
-    from PIL import ImageDraw
-
-    tiles = []
-    for sample in samples:
-        picture = Image.fromarray(sample.image)
-        draw = ImageDraw.Draw(picture)
-        for (x, y, w, h), kind in zip(sample.boxes, sample.kinds):
-            draw.rectangle([x * picture.width, y * picture.height, (x + w) * picture.width, (y + h) * picture.height],
-                           outline=(230, 30, 30) if kind == "animal" else (40, 90, 230), width=max(2, picture.width // 200))
-        tiles.append(picture.resize((width, max(1, round(width * picture.height / picture.width)))))
-    row_height = max(t.height for t in tiles)
-    rows = (len(tiles) + columns - 1) // columns
-    sheet = Image.new("RGB", (columns * width, rows * row_height))
-    for i, tile in enumerate(tiles):
-        sheet.paste(tile, ((i % columns) * width, (i // columns) * row_height))
-    sheet.save(path)
+def contact_sheet(samples: list[Sample], path, columns: int = 4, width: int = 400) -> Path:
+    """A PNG of ``samples`` (the first composites, say) with their boxes by eye drawn, laid out as the
+    UI's contact sheet (:func:`odins_ravne_assets.munin.preview.sheet_png`), to look at what the
+    detector is taught; ``width`` is a tile's width in a full row."""
+    photos = [(f"sample {i}", [{"category": kind, "label": kind, "conf": None,
+                                "bbox_x": x, "bbox_y": y, "bbox_w": w, "bbox_h": h}
+                               for (x, y, w, h), kind in zip(sample.boxes, sample.kinds)],
+               Image.fromarray(sample.image)) for i, sample in enumerate(samples)]
+    path = Path(path)
+    path.write_bytes(sheet_png(photos, tile_side=width, columns=columns))
     return path
 
 

@@ -42,9 +42,15 @@ def contact_sheet(detections: list[dict], camera_storage, *, tiles: int = 6, til
     for file_path, dets in chosen:
         with camera_storage.local_copy(file_path) as path:
             photos.append((file_path, dets, Image.fromarray(load_image(path, max_side=tile_side * 3))))
-    if not photos:
-        return None
-    n_rows = math.ceil(len(photos) / COLUMNS)
+    return sheet_png(photos, tile_side=tile_side) if photos else None
+
+
+def sheet_png(photos: list[tuple[str, list[dict], Image.Image]], *, tile_side: int = 240, columns: int = COLUMNS) -> bytes:
+    """The layout alone: ``(name, boxes, picture)`` tiles in rows of up to ``columns``, each row
+    filling the width, every box drawn with its tag and every tile captioned. A box is a detection
+    row's dict (``category``, ``label``, ``conf``, ``bbox_x`` .. ``bbox_h``; ``conf`` None for a box
+    by eye, tagged with its label alone), the first the one the caption names."""
+    n_rows = math.ceil(len(photos) / columns)
     columns = math.ceil(len(photos) / n_rows)  # four photos are two rows of two, not three and one
     width = columns * tile_side + (columns - 1) * GUTTER
     rows = _split_evenly(photos, n_rows)
@@ -56,13 +62,13 @@ def contact_sheet(detections: list[dict], camera_storage, *, tiles: int = 6, til
     y = 0
     for row, (widths, row_height) in zip(rows, laid_out):
         x = 0
-        for (file_path, dets, image), tile_width in zip(row, widths):
-            tile = image.resize((tile_width, row_height), Image.LANCZOS)
+        for (name, dets, image), tile_width in zip(row, widths):
+            tile = image.convert("RGB").resize((tile_width, row_height), Image.LANCZOS)
             _draw_boxes(tile, dets[:BOXES_PER_TILE], font)
             sheet.paste(tile, (x, y))
             more = f" +{len(dets) - 1}" if len(dets) > 1 else ""
-            caption = _fit(draw, f"{dets[0]['label']} {dets[0]['conf']:.2f}{more}  {file_path}", font, tile_width - 6)
-            draw.text((x + 3, y + row_height + 3), caption, fill=(34, 34, 34), font=font)
+            best = f"{_tag(dets[0])}{more}  " if dets else ""
+            draw.text((x + 3, y + row_height + 3), _fit(draw, f"{best}{name}", font, tile_width - 6), fill=(34, 34, 34), font=font)
             x += tile_width + GUTTER
         y += row_height + CAPTION_HEIGHT + GUTTER
     buffer = io.BytesIO()
@@ -100,13 +106,17 @@ def _draw_boxes(tile: Image.Image, dets: list[dict], font) -> None:
         color = COLORS.get(det["category"], OTHER_COLOR)
         draw.rectangle([x, y, x + w, y + h], outline=color, width=2)
         # A box no detector drew says where it came from (the camera background).
-        tag = f"{det['label']} {det['conf']:.2f}" + (" background" if det.get("source") == "background" else "")
+        tag = _tag(det) + (" background" if det.get("source") == "background" else "")
         left, top, right, bottom = draw.textbbox((0, 0), tag, font=font)
         tag_w, tag_h = right - left + 4, bottom - top + 4
         # Above the box where there is room, else just inside its top edge.
         tx, ty = min(max(0.0, x), max(0.0, width - tag_w)), y - tag_h if y >= tag_h else y
         draw.rectangle([tx, ty, tx + tag_w, ty + tag_h], fill=color)
         draw.text((tx + 2 - left, ty + 2 - top), tag, fill=(255, 255, 255), font=font)
+
+
+def _tag(det: dict) -> str:
+    return det["label"] if det.get("conf") is None else f"{det['label']} {det['conf']:.2f}"
 
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, font, max_width: int) -> str:

@@ -131,15 +131,20 @@ def test_composites_for_the_recipe_are_seeded_and_keep_the_real_frames():
 def test_the_composites_contact_sheet_draws_each_box(tmp_path):
     from bench.realdata_finetune import contact_sheet
     from gpu_ops.finetune import Sample
+    from odins_ravne_assets.munin.preview import CAPTION_HEIGHT, COLORS, GUTTER
 
     frame = np.full((300, 400, 3), 60, np.uint8)
     samples = [Sample(frame, ((0.25, 0.25, 0.5, 0.5),), ("animal",)), Sample(frame, ((0.1, 0.1, 0.2, 0.2),), ("person",))]
     with Image.open(contact_sheet(samples, tmp_path / "sheet.png", columns=2, width=200)) as sheet:
-        pixels = np.asarray(sheet.convert("RGB"))
-    assert pixels.shape == (150, 400, 3)
-    red = (pixels[..., 0] > 150) & (pixels[..., 2] < 90)
-    blue = (pixels[..., 2] > 150) & (pixels[..., 0] < 90)
-    rows, cols = np.nonzero(red)
-    assert cols.min() >= 45 and cols.max() <= 155 and rows.min() >= 33 and rows.max() <= 117  # the animal's box, tile 1
-    rows, cols = np.nonzero(blue)
-    assert cols.min() >= 215 and cols.max() <= 265 and rows.max() <= 50  # the person's, tile 2
+        pixels = np.asarray(sheet.convert("RGB")).astype(int)
+    # The UI's layout: two 4:3 tiles filling 2 x 200 px and the gutter, 150 px high, a caption under them.
+    assert pixels.shape == (150 + CAPTION_HEIGHT, 400 + GUTTER, 3)
+
+    def drawn(color):
+        return np.nonzero(np.abs(pixels - np.array(color)).sum(axis=2) < 30)
+
+    rows, cols = drawn(COLORS["animal"])  # the animal's box (50..150 x 37..112 in tile 1) and its tag above it
+    assert cols.min() >= 48 and cols.max() <= 152 and rows.min() >= 15 and rows.max() <= 114
+    assert {112, 113} & set(rows[(cols > 60) & (cols < 140)])  # its bottom edge, across the box
+    rows, cols = drawn(COLORS["person"])  # the person's (tile 2 starts at 204: 224..264 x 15..45)
+    assert cols.min() >= 222 and cols.max() <= 320 and rows.max() <= 47
