@@ -54,6 +54,7 @@ from gpu_ops.background import BackgroundConfig, thumbnail
 from gpu_ops.cropper import crop_box, encode_jpeg, fit_within
 from gpu_ops.detector import Detection, Detector, Letterbox
 from gpu_ops.media import displayed_size, exif_orientation, open_image, upright
+from gpu_ops.second_look import look_again
 
 log = logging.getLogger("gpu_ops")
 
@@ -77,6 +78,8 @@ class EngineStats:
     inference_seconds: float = 0.0  # the calling thread, inside the model
     crop_seconds: float = 0.0  # summed over worker threads (full decode + cut + encode)
     final_batch_size: int = 0  # lower than asked for when out-of-memory errors halved it
+    second_looks: int = 0  # infrared images looked at again, contrast stretched (gpu_ops.second_look)
+    second_look_seconds: float = 0.0  # the calling thread, stretching and inference
 
     @property
     def images_per_s(self) -> float:
@@ -228,8 +231,12 @@ def run_detection(
     crop_max_side: int | None = None,
     on_thumbnail: OnThumbnail | None = None,
     thumbnail_side: int = BackgroundConfig.side,
+    second_look_conf: float | None = None,
 ) -> EngineStats:
-    """Detect on every item and cut crops; see the module docstring for items and callbacks."""
+    """Detect on every item and cut crops; see the module docstring for items and callbacks.
+
+    ``second_look_conf``: look again at the infrared images with no box at or above it, contrast
+    stretched (:mod:`gpu_ops.second_look`), before their crops are cut; None: one look."""
     if batch_size < 1 or decode_workers < 1:
         raise ValueError(f"batch_size ({batch_size}) and decode_workers ({decode_workers}) must be at least 1")
     stats = EngineStats()
@@ -295,7 +302,10 @@ def run_detection(
                     refill()  # keep the workers fed while this batch fills
                 if not batch:
                     continue
-                for (key, decoded), outcome in zip(batch, _infer(detector, batch, stats)):
+                outcomes = _infer(detector, batch, stats)
+                if second_look_conf is not None:
+                    outcomes = _look_again(detector, batch, outcomes, second_look_conf, stats)
+                for (key, decoded), outcome in zip(batch, outcomes):
                     if isinstance(outcome, BaseException) or not any(d.conf >= crop_min_conf for d in outcome):
                         report(key, outcome, {})  # nothing to crop: done now, its pixels freed
                         continue
@@ -320,6 +330,27 @@ def run_detection(
     stats.full_decodes = counters.full
     stats.final_batch_size = min(batch_size, detector.max_batch or batch_size)
     return stats
+
+
+def _look_again(detector: Detector, batch: list[tuple[Hashable, _Decoded]], outcomes: list, min_conf: float,
+                stats: EngineStats) -> list[list[Detection] | BaseException]:
+    """The second look on a batch's infrared images that came back empty; should it fail, the first
+    look stands (logged): it is an addition, never a reason to lose an image."""
+    started = time.perf_counter()
+    done = [i for i, outcome in enumerate(outcomes) if not isinstance(outcome, BaseException)]
+    try:
+        again, looked = look_again(detector, [batch[i][1].canvas for i in done], [batch[i][1].box for i in done],
+                                   [outcomes[i] for i in done], min_conf)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("the infrared second look failed on a batch of %d (%s): keeping the first look", len(done), exc)
+        return outcomes
+    finally:
+        stats.second_look_seconds += time.perf_counter() - started
+    stats.second_looks += looked
+    out = list(outcomes)
+    for i, dets in zip(done, again):
+        out[i] = dets
+    return out
 
 
 def _infer(detector: Detector, batch: list[tuple[Hashable, _Decoded]], stats: EngineStats) -> list[list[Detection] | BaseException]:

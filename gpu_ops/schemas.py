@@ -57,7 +57,7 @@ DETECTIONS = pa.schema(
         ("bbox_y", pa.float32()),
         ("bbox_w", pa.float32()),
         ("bbox_h", pa.float32()),
-        ("source", pa.string()),  # detector | motion | detector+motion
+        ("source", pa.string()),  # detector | motion | detector+motion | contrast (gpu_ops.second_look) | background
         ("model", pa.string()),  # detector name and weights digest
     ]
 )

@@ -97,6 +97,9 @@ class Stage1Settings:
     # The default model's animal-ness: sum of all its animal classes (gpu_ops.animalness; on the
     # realdata tune split 36 % of animal frames boxed against 27 % for the best class) | best
     animal_score: str = "sum"
+    # A second look at infrared frames the first found nothing on, contrast stretched
+    # (gpu_ops.second_look): auto = with default-camtrap, where it was measured to help | always | never
+    infrared_second_look: str = "auto"
     decode_workers: int = bounded(2, 1)
     video_every_seconds: float = bounded(1.0, 0.0, above=True)
     video_max_frames: int = bounded(10, 1)
@@ -281,6 +284,7 @@ _CHOICES = {
     "runner.device": ("auto", "cpu", "cuda"),
     "pipeline.stage1.backend": ("auto", "torch", "onnx", "tensorrt"),
     "pipeline.stage1.animal_score": ("sum", "best"),
+    "pipeline.stage1.infrared_second_look": ("auto", "always", "never"),
     "pipeline.effort.date_format": ("auto", "day_first", "month_first"),
     "cloud.queue.adapter": ("s3", "sqs"),
     "pipeline.events.smoothing": ("taxonomy", "vote", "off"),

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 from PIL import Image
 
 from gpu_ops import media as media_io
-from gpu_ops import schemas
+from gpu_ops import schemas, second_look
 from gpu_ops.background import BackgroundConfig
 from gpu_ops.boxes import share_inside
 from gpu_ops.cropper import crop_detection, encode_jpeg
@@ -105,6 +105,9 @@ class StageStats:
     bursts_fused: int = 0
     motion_detections: int = 0  # boxes only the burst's motion found (and verification or tracking kept)
     motion_seconds: float = 0.0
+    second_looks: int = 0  # infrared frames looked at again (gpu_ops.second_look)
+    second_look_detections: int = 0  # boxes only the second look found
+    second_look_seconds: float = 0.0
     failures: dict = field(default_factory=dict)
     unread: dict = field(default_factory=dict)  # file path -> why it could not be read
 
@@ -113,7 +116,7 @@ class StageStats:
         out = {k: v for k, v in self.__dict__.items() if k not in ("failures", "unread")}
         out["frames_per_s"] = round(rate, 3)
         out["seconds"] = round(self.seconds, 3)
-        for key in ("cold_start_s", "decode_seconds", "inference_seconds", "motion_seconds"):
+        for key in ("cold_start_s", "decode_seconds", "inference_seconds", "motion_seconds", "second_look_seconds"):
             out[key] = round(out[key], 3)
         return out
 
@@ -135,6 +138,8 @@ def stage1_signature(profile) -> tuple[str, dict]:
     }
     if profile.pipeline.background.enabled:  # media detected without a thumbnail are detected again
         parts["background_thumbnail_side"] = BackgroundConfig.side
+    if second_look.applies(s1.infrared_second_look, s1.model):  # a look at infrared frames that came back empty
+        parts["infrared_second_look"] = {"clip": second_look.CLIP, "grid": second_look.GRID, "below": second_look.BELOW}
     return signature(parts), parts
 
 
@@ -324,6 +329,7 @@ def _detect_chunk(chunk, camera_id, input_storage, output_storage, detector, s1,
             found[(key, 0)] = (0.0, list(detections), dict(crops))
 
     images = [m for m in chunk if m["media_type"] == "image"]
+    looks_again = second_look.applies(s1.infrared_second_look, s1.model)
     engine_stats = run_detection(
         [(m["sha256"], _image_source(m, input_storage)) for m in images],
         detector,
@@ -336,9 +342,12 @@ def _detect_chunk(chunk, camera_id, input_storage, output_storage, detector, s1,
         crop_max_side=crop_cfg.max_side,
         on_thumbnail=None if thumbs is None else lambda key, grey, infrared: thumbs.__setitem__(key, (grey, infrared)),
         thumbnail_side=BackgroundConfig.side,
+        second_look_conf=second_look.BELOW if looks_again else None,
     )
     stats.decode_seconds += engine_stats.decode_seconds
     stats.inference_seconds += engine_stats.inference_seconds
+    stats.second_looks += engine_stats.second_looks
+    stats.second_look_seconds += engine_stats.second_look_seconds
     for item in (m for m in chunk if m["media_type"] == "video"):
         try:
             frames = _video_frames(item, input_storage, s1)
@@ -348,7 +357,14 @@ def _detect_chunk(chunk, camera_id, input_storage, output_storage, detector, s1,
         except Exception as err:  # a clip that probed fine but no longer decodes is recorded, not fatal
             failures[item["sha256"]] = f"stage 1 could not decode: {err}"
             continue
-        for (frame_number, offset, array), dets in zip(frames, detector.detect([f[2] for f in frames])):
+        if looks_again:
+            started = time.perf_counter()
+            detected, looked = second_look.detect(detector, [f[2] for f in frames], second_look.BELOW)
+            stats.second_looks += looked
+            stats.second_look_seconds += time.perf_counter() - started  # the first look's inference included
+        else:
+            detected = detector.detect([f[2] for f in frames])
+        for (frame_number, offset, array), dets in zip(frames, detected):
             crops = {
                 i: encode_jpeg(crop_detection(array, d.bbox, pad_fraction=crop_cfg.pad_fraction, max_side=crop_cfg.max_side), quality=crop_cfg.jpeg_quality)
                 for i, d in enumerate(dets)
@@ -397,6 +413,7 @@ def _detect_chunk(chunk, camera_id, input_storage, output_storage, detector, s1,
                 }
             )
             stats.detections += 1
+            stats.second_look_detections += rows[-1]["source"] == second_look.SOURCE
     return rows, failures, unread
 
 
