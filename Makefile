@@ -44,6 +44,7 @@ bench: install
 	$(PY) -m bench.bursts_cost --width 2048
 	$(PY) -m bench.hugin_query
 	$(PY) -m bench.background_cost
+	$(PY) -m bench.second_look_cost
 
 clean:
 	rm -rf $(OUT) $(SAMPLES) $(DAGSTER_HOME)
