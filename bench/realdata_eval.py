@@ -10,9 +10,10 @@ Every method runs on the same frames (decoded at ``DETECT_SIDE``, as Stage 1's d
 - ``+animal_sum``: animal-ness summed over all animal classes (:mod:`gpu_ops.animalness`);
 - ``+animal_sum+bursts``: both.
 
-Tried and not kept (README, "Second looks"; :mod:`bench.realdata_second_look`): a zoom on weak small
-candidates (a second detector run on a full-resolution crop), other input sizes, a mirrored frame,
-contrast-stretched infrared frames.
+Tried and not kept (README, "Other second looks"; :mod:`bench.realdata_second_look`): a zoom on weak
+small candidates (a second detector run on a full-resolution crop), other input sizes, a mirrored
+frame. The infrared second look that was kept (:mod:`gpu_ops.second_look`) is scored by
+:mod:`bench.realdata_background`, as Stage 1 runs it.
 
 Figures per part (``tune``, ``holdout``) and for infrared and daylight apart: ``image_recall``
 (animal frames with an animal box at or above ``--min-confidence``, the events threshold),
