@@ -212,20 +212,28 @@ class Darknet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         input_size = (x.shape[2], x.shape[3])
-        kept: dict[int, torch.Tensor] = {}
-        outputs = []
-        for index, (kind, args, module) in enumerate(zip(self.layer_kinds, self.layer_args, self.layers)):
+        yolo = [i for i, kind in enumerate(self.layer_kinds) if kind == "yolo"]
+        return torch.cat([self.layers[i](raw, input_size) for i, raw in zip(yolo, self.head_inputs(x))], dim=1)
+
+    def head_inputs(self, x: torch.Tensor, start: int = 0, kept: dict[int, torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """What each ``yolo`` layer reads, running the layers from ``start`` on: ``x`` is the output
+        of layer ``start - 1`` (the network's input for 0) and ``kept`` the earlier layers' outputs
+        that later ones route to or add (gpu_ops.finetune starts at the neck from cached features)."""
+        kept = dict(kept or {})
+        inputs = []
+        for index in range(start, len(self.layers)):
+            kind, args = self.layer_kinds[index], self.layer_args[index]
             if kind == "route":
                 x = kept[args[0]] if len(args) == 1 else torch.cat([kept[layer] for layer in args], dim=1)
             elif kind == "shortcut":
                 x = x + kept[args[0]]
             elif kind == "yolo":
-                outputs.append(module(x, input_size))
+                inputs.append(x)
             else:
-                x = module(x)
+                x = self.layers[index](x)
             if index in self._keep:
                 kept[index] = x
-        return torch.cat(outputs, dim=1)
+        return inputs
 
 
     @torch.no_grad()

@@ -111,19 +111,7 @@ def _head_outputs(model: Darknet, features: list[torch.Tensor], train_from: int 
     if train_from is None:
         return [model.layers[i].conv(x) for i, x in zip(head_layers(model), features)]
     kept = dict(zip(_cached_layers(model, train_from), features))
-    x, outputs = kept[train_from - 1], []
-    for index in range(train_from, len(model.layers)):
-        kind, args = model.layer_kinds[index], model.layer_args[index]
-        if kind == "route":
-            x = kept[args[0]] if len(args) == 1 else torch.cat([kept[layer] for layer in args], dim=1)
-        elif kind == "shortcut":
-            x = x + kept[args[0]]
-        elif kind == "yolo":
-            outputs.append(x)
-        else:
-            x = model.layers[index](x)
-        kept[index] = x
-    return outputs
+    return model.head_inputs(kept[train_from - 1], train_from, kept)
 
 
 def _raw(out: torch.Tensor, classes: int) -> torch.Tensor:
