@@ -168,6 +168,35 @@ REVIEWS = pa.schema(
     ]
 )
 
+# One row per camera and lighting (infrared | daylight | unknown, and ``all``): how many animal media the
+# detector finds, estimated from the media-level reviews of a random sample of its positives and
+# negatives (odins_ravne_assets.hugin.detector_audit). Counts of animal media are lower bounds where
+# ``status`` is misses_animals; an interval is null where nothing was reviewed to estimate it.
+DETECTOR_AUDIT = pa.schema(
+    [
+        ("camera_id", pa.string()),
+        ("lighting", pa.string()),  # infrared | daylight | unknown (no thumbnail: videos, background off) | all
+        ("min_confidence", pa.float64()),  # an animal box at or above it makes a media positive (the events' threshold)
+        ("media", pa.int64()),  # ok media
+        ("positives", pa.int64()),  # media with an animal box at or above min_confidence
+        ("negatives", pa.int64()),
+        ("reviewed_positives", pa.int64()),  # of the positives, media reviewed as a whole
+        ("confirmed_positives", pa.int64()),  # ... in which the reviewer saw an animal
+        ("reviewed_negatives", pa.int64()),
+        ("missed_negatives", pa.int64()),  # reviewed negatives in which the reviewer saw an animal
+        ("est_animal_media", pa.float64()),  # estimated media with an animal, found or not
+        ("est_missed_media", pa.float64()),  # estimated media with an animal the detector did not box
+        ("recall", pa.float64()),  # estimated share of animal media the detector boxes
+        ("recall_low", pa.float64()),  # 95 % interval (Wilson per stratum, combined at the extremes)
+        ("recall_high", pa.float64()),
+        ("precision", pa.float64()),  # share of positives with an animal in them
+        ("precision_low", pa.float64()),
+        ("precision_high", pa.float64()),
+        ("status", pa.string()),  # ok | misses_animals | uncertain | not_audited
+        ("note", pa.string()),  # what the status means for this row, in a sentence
+    ]
+)
+
 CLUSTERS = pa.schema(
     [
         ("camera_id", pa.string()),
@@ -264,6 +293,7 @@ TABLES = {
     "costs": COSTS,
     "clusters": CLUSTERS,
     "reviews": REVIEWS,
+    "detector_audit": DETECTOR_AUDIT,
 }
 PER_CAMERA = frozenset(TABLES) - {"clusters"}
 

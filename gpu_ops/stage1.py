@@ -304,6 +304,12 @@ def read_thumbnails(output_storage, camera_id: str) -> dict[str, tuple[np.ndarra
     return out
 
 
+def read_infrared(output_storage, camera_id: str) -> dict[str, bool]:
+    """sha256 -> infrared of every image of the camera Stage 1 kept a thumbnail of (the pixels unread)."""
+    table = output_storage.read_parquet(thumbnails_prefix(camera_id), columns=["sha256", "infrared"])
+    return {} if table is None else dict(zip(table.column("sha256").to_pylist(), map(bool, table.column("infrared").to_pylist())))
+
+
 def _detect_chunk(chunk, camera_id, input_storage, output_storage, detector, s1, crop_cfg, burst_cfg, stats, thumbs=None):
     """Detect, fuse bursts and crop one chunk of media: ``(rows, failures, unread)``, never raised.
 

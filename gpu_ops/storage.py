@@ -168,11 +168,12 @@ class Storage:
             tmp.flush()
             yield Path(tmp.name)
 
-    def read_parquet(self, prefix: str, *, empty: pa.Schema | None = None) -> pa.Table | None:
+    def read_parquet(self, prefix: str, *, empty: pa.Schema | None = None,
+                     columns: list[str] | None = None) -> pa.Table | None:
         """All Parquet files under ``prefix`` as one table; when there are none, an empty table of
-        the ``empty`` schema if one is given, else None."""
+        the ``empty`` schema if one is given, else None. ``columns``: read only these."""
         tables = [
-            pq.read_table(io.BytesIO(self.read_bytes(info.key)))
+            pq.read_table(io.BytesIO(self.read_bytes(info.key)), columns=columns)
             for info in self.list(prefix)
             if info.key.endswith(".parquet")
         ]

@@ -13,7 +13,9 @@ from dagster import AssetExecutionContext, AssetSpec, AutomationCondition, Mater
 
 from gpu_ops import schemas
 from gpu_ops.repeat_detections import without_suppressed
+from gpu_ops.stage1 import read_infrared
 from odins_ravne_assets.hugin.clusters import cluster_locations
+from odins_ravne_assets.hugin.detector_audit import audit_detector
 from odins_ravne_assets.hugin.deployments import (
     apply_clock_offsets,
     build_deployments,
@@ -36,6 +38,8 @@ from resources.pipeline import PipelineResource
 from resources.stage3 import DB_KEY, build_stage3
 
 DEPLOYMENTS_CSV = "deployments.csv"
+AUDIT_SHOWN = ("lighting", "media", "positives", "negatives", "reviewed_positives", "confirmed_positives",
+               "reviewed_negatives", "missed_negatives", "recall", "recall_low", "recall_high", "status")
 
 # The project-wide assets follow the cameras: requested once a camera asset updated, after the camera
 # runs in flight finish (one refresh for a batch of uploads). Unlike `eager()` a camera that is missing
@@ -117,7 +121,8 @@ def deployments(context: AssetExecutionContext, pipeline: PipelineResource):
     group_name="hugin",
     kinds={"parquet"},
     description="Events: detections at or above min_confidence condensed per camera and species by a "
-    "compression window in minutes (pipeline.events), with counts, best confidence and a representative crop.",
+    "compression window in minutes (pipeline.events), with counts, best confidence and a representative crop; "
+    "and the detector audit: the share of animal media the detector finds, estimated from the camera's reviews.",
 )
 def condensed_reports(context: AssetExecutionContext, pipeline: PipelineResource) -> MaterializeResult:
     camera_id = validate_camera_id(context.partition_key)
@@ -128,6 +133,7 @@ def condensed_reports(context: AssetExecutionContext, pipeline: PipelineResource
     media = output.read_parquet(schemas.camera_prefix("media", camera_id))
     camera_deployments = output.read_parquet(schemas.camera_prefix("deployments", camera_id), empty=schemas.DEPLOYMENTS)
     # Events are cut on the corrected clock: a camera 5 minutes slow must not split or merge visits.
+    reviews = output.read_parquet(schemas.camera_prefix("reviews", camera_id), empty=schemas.REVIEWS)
     media_fixed = apply_clock_offsets(media, camera_deployments, use_file_mtime=settings.use_file_mtime)
     detections_fixed = apply_clock_offsets(detections, camera_deployments, media=media, use_file_mtime=settings.use_file_mtime)
     events = condense_events(
@@ -138,7 +144,7 @@ def condensed_reports(context: AssetExecutionContext, pipeline: PipelineResource
         per_camera=settings.per_camera,
         smoothing=settings.smoothing,
         rollup_below=settings.rollup_below,
-        reviews=output.read_parquet(schemas.camera_prefix("reviews", camera_id), empty=schemas.REVIEWS),
+        reviews=reviews,
         media=media_fixed,
     )
     path = output.write_parquet(schemas.camera_key("events", camera_id), events)
@@ -148,6 +154,10 @@ def condensed_reports(context: AssetExecutionContext, pipeline: PipelineResource
         min_confidence=settings.min_confidence,
         per_camera=settings.per_camera,
     )
+    audit = audit_detector(media, detections, reviews, camera_id=camera_id, min_confidence=min_conf,
+                           target_recall=settings.target_recall, infrared=read_infrared(output, camera_id))
+    output.write_parquet(schemas.camera_key("detector_audit", camera_id), audit)
+    audit_all = next((r for r in audit.to_pylist() if r["lighting"] == "all"), None)
     by_species = Counter(zip(events.column("category").to_pylist(), events.column("species").to_pylist()))
     issues = timestamp_issue_counts(media_fixed)
     return MaterializeResult(
@@ -158,6 +168,11 @@ def condensed_reports(context: AssetExecutionContext, pipeline: PipelineResource
             "clock_offset_s": float(camera_deployments.column("clock_offset_s")[0].as_py() or 0.0) if camera_deployments.num_rows else 0.0,
             **{f"timestamp_{k}": v for k, v in issues.items()},
             **{f"corrected_{k}": v for k, v in timestamp_correction_counts(media_fixed).items()},
+            "detector_audit": audit_all["status"] if audit_all else "not_audited",
+            "detector_recall": MetadataValue.float(audit_all["recall"]) if audit_all and audit_all["recall"] is not None
+            else MetadataValue.text("not estimated"),
+            "detector_audit_table": MetadataValue.md(markdown_table(
+                [{k: (round(r[k], 3) if isinstance(r[k], float) else r[k]) for k in AUDIT_SHOWN} for r in audit.to_pylist()])),
             "events_by_species": MetadataValue.md(
                 markdown_table([{"category": c, "species": s, "events": n} for (c, s), n in by_species.most_common()])
             ),
@@ -220,7 +235,7 @@ def reports(context: AssetExecutionContext, pipeline: PipelineResource) -> Mater
     shown_clusters = generalize_locations(clusters, hidden)
     with tempfile.TemporaryDirectory() as tmp:
         written = write_reports(tmp, events=events, clusters=shown_clusters, media=media, sites=sites, site_species=site_species,
-                                crops=output)
+                                crops=output, audit=output.read_parquet("detector_audit", empty=schemas.DETECTOR_AUDIT))
         for file in sorted(Path(tmp).rglob("*")):
             if file.is_file():
                 output.write_bytes(f"reports/{file.relative_to(tmp).as_posix()}", file.read_bytes())
@@ -245,7 +260,7 @@ def reports(context: AssetExecutionContext, pipeline: PipelineResource) -> Mater
     group_name="hugin",
     kinds={"duckdb"},
     description="Stage 3: OUTPUT/stage3/odins_ravne.duckdb with the views media, detections, crops, "
-    "repeat_detections, species_labels, events, clusters, deployments, observations (without the suppressed "
+    "repeat_detections, species_labels, events, detector_audit, clusters, deployments, observations (without the suppressed "
     "repeat detections), sites and site_species.",
 )
 def stage3_database(context: AssetExecutionContext, pipeline: PipelineResource) -> MaterializeResult:

@@ -73,19 +73,23 @@ def write_reports(
     sites: pa.Table | None = None,
     site_species: pa.Table | None = None,
     crops: CropStore | None = None,
+    audit: pa.Table | None = None,
     title: str = "Odins Ravne camera-trap report",
 ) -> dict[str, Report]:
     """The project report (key ``"project"``) and one report per camera (key: camera id).
 
     ``crops``: where the events' ``representative_crop_path`` can be read; without it, no pictures.
+    ``audit``: the detector audit (:mod:`odins_ravne_assets.hugin.detector_audit`); a camera whose
+    counts are lower bounds says so at the top of its page and of the project's.
     """
     out = Path(out_dir)
     reports = {"project": write_project_report(out, events=events, clusters=clusters, media=media,
-                                               sites=sites, site_species=site_species, crops=crops, title=title)}
+                                               sites=sites, site_species=site_species, crops=crops, audit=audit,
+                                               title=title)}
     cameras = sorted({c for t in (events, media) if t is not None for c in t.column("camera_id").to_pylist() if c})
     for camera in cameras:
         reports[camera] = write_camera_report(out / "cameras" / camera, camera, events=events, media=media,
-                                              clusters=clusters, crops=crops)
+                                              clusters=clusters, crops=crops, audit=audit)
     return reports
 
 
@@ -98,6 +102,7 @@ def write_project_report(
     sites: pa.Table | None = None,
     site_species: pa.Table | None = None,
     crops: CropStore | None = None,
+    audit: pa.Table | None = None,
     title: str = "Odins Ravne camera-trap report",
 ) -> Report:
     out = Path(out_dir)
@@ -115,7 +120,8 @@ def write_project_report(
 
     cameras = sorted({e["camera_id"] for e in evs} | _cameras(media))
     facts = _facts(evs, media)
-    sections = [_facts_html(facts), _gallery_html(animal, thumbs), _species_table_html(animal)]
+    audits = _audit_rows(audit)
+    sections = [_audit_warning_html(audits), _facts_html(facts), _gallery_html(animal, thumbs), _species_table_html(animal)]
     sections.append(_figures_html([f.name for f in files]))
     if sites is not None:
         sections.append(_table_html(
@@ -135,9 +141,10 @@ def write_project_report(
           sum(1 for e in animal if e["camera_id"] == c),
           len({e["species"] for e in animal if e["camera_id"] == c}),
           f'<a href="cameras/{html.escape(c)}/index.html">open</a>'] for c in cameras], raw_last=True))
+    sections.append(_audit_table_html([r for r in audits if r["lighting"] == "all"], by="camera_id"))
     page = out / "index.html"
     _write_page(page, title, sections)
-    markdown = _markdown(title, facts, animal, page)
+    markdown = _markdown(title, facts, animal, page, audits)
     (out / "report.md").write_text(markdown, encoding="utf-8")
     return Report(page, markdown, [page, out / "report.md", *files, *thumbs.files])
 
@@ -150,6 +157,7 @@ def write_camera_report(
     media: pa.Table | None = None,
     clusters: pa.Table | None = None,
     crops: CropStore | None = None,
+    audit: pa.Table | None = None,
 ) -> Report:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -173,7 +181,9 @@ def write_camera_report(
         loc = (f"{site['latitude']:.5f}, {site['longitude']:.5f}" if site["latitude"] is not None else "no GPS")
         where = f"<p>Site <b>{html.escape(site['site_id'])}</b> ({html.escape(site['status'])}), {loc}</p>"
     recent = sorted(evs, key=lambda e: (e["start"] is None, e["start"] or datetime.min))
+    audits = [r for r in _audit_rows(audit) if r["camera_id"] == camera_id]
     sections = [
+        _audit_warning_html(audits),
         where + _facts_html(facts),
         _gallery_html(animal, thumbs),
         _species_table_html(animal),
@@ -183,13 +193,55 @@ def write_camera_report(
                     [[_event_picture_html(e, thumbs), _when(e["start"]), _when(e["end"]), e["category"],
                       e["species"] or "", e["n_media"], e["max_count"], _num(e["best_conf"]),
                       e["representative_file_path"] or ""] for e in recent], raw_columns={0}),
+        _audit_table_html(audits, by="lighting"),
     ]
     page = out / "index.html"
     title = f"Camera {camera_id}"
     _write_page(page, title, sections, back="../../index.html")
-    markdown = _markdown(title, facts, animal, page)
+    markdown = _markdown(title, facts, animal, page, audits)
     (out / "report.md").write_text(markdown, encoding="utf-8")
     return Report(page, markdown, [page, out / "report.md", *files, *thumbs.files])
+
+
+# -- the detector audit -----------------------------------------------------------------------------
+
+def _audit_rows(audit: pa.Table | None) -> list[dict]:
+    return [] if audit is None else sorted(audit.to_pylist(), key=lambda r: (r["camera_id"], r["lighting"] == "all", r["lighting"]))
+
+
+def _lower_bounds(audits: list[dict]) -> list[dict]:
+    """The rows whose reviews say the detector misses animals; a camera's ``all`` row where it has one."""
+    flagged = [r for r in audits if r["status"] == "misses_animals"]
+    whole = {r["camera_id"] for r in flagged if r["lighting"] == "all"}
+    return [r for r in flagged if r["lighting"] == "all" or r["camera_id"] not in whole]
+
+
+def _audit_warning_html(audits: list[dict]) -> str:
+    flagged = _lower_bounds(audits)
+    if not flagged:
+        return ""
+    items = "".join(f"<li><b>{html.escape(r['camera_id'])}</b>"
+                    f"{'' if r['lighting'] == 'all' else ' (' + html.escape(r['lighting']) + ')'}: "
+                    f"{html.escape(r['note'])}</li>" for r in flagged)
+    return ("<div class='warning'><b>Counts are lower bounds.</b> The reviews show the detector misses animals "
+            f"(see the detector audit below):<ul>{items}</ul></div>")
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{value:.0%}"
+
+
+def _audit_table_html(audits: list[dict], *, by: str) -> str:
+    if not audits:
+        return ""
+    return _table_html(
+        "Detector audit (from reviews)",
+        ["camera" if by == "camera_id" else "lighting", "media", "positives", "negatives", "reviewed +", "confirmed",
+         "reviewed -", "with an animal", "recall", "95 %", "status"],
+        [[r[by], r["media"], r["positives"], r["negatives"], r["reviewed_positives"], r["confirmed_positives"],
+          r["reviewed_negatives"], r["missed_negatives"], _pct(r["recall"]),
+          f"{_pct(r['recall_low'])}-{_pct(r['recall_high'])}" if r["recall"] is not None else "", r["status"]]
+         for r in audits])
 
 
 # -- pictures --------------------------------------------------------------------------------------
@@ -368,6 +420,7 @@ figure{margin:0}img{max-width:100%;border:1px solid #eee}figcaption{font-size:.8
 .gallery figcaption{margin-top:.2rem;line-height:1.3}
 .nopic{width:240px;height:80px;display:flex;align-items:center;justify-content:center;background:#f4f4f4;color:#888}
 img.event{display:block;max-height:90px;width:auto;border:0}
+.warning{background:#fff4e5;border-left:4px solid #e67e22;padding:.4rem .8rem;margin:1rem 0}
 """
 
 
@@ -380,8 +433,12 @@ def _write_page(path: Path, title: str, sections: list[str], back: str | None = 
     path.write_text(text, encoding="utf-8")
 
 
-def _markdown(title: str, facts: Mapping[str, Any], animal: list[dict], page: Path) -> str:
+def _markdown(title: str, facts: Mapping[str, Any], animal: list[dict], page: Path,
+              audits: list[dict] | None = None) -> str:
     lines = [f"### {title}", ""]
+    for r in _lower_bounds(audits or []):
+        where = "" if r["lighting"] == "all" else f" ({r['lighting']})"
+        lines.append(f"- **counts are lower bounds** for {r['camera_id']}{where}: {r['note']}")
     if facts["media"] is not None:
         lines.append(f"- {facts['media']} media, {facts['failed']} failed")
     lines.append("- events: " + (", ".join(f"{n} {k}" for k, n in facts["events"].items()) or "none"))

@@ -1,0 +1,140 @@
+"""The detector audit on cameras whose true recall is known by construction.
+
+Each constructed camera has a known number of media the detector boxed and did not box, and a
+review of some of them that says where the animals were; the estimates follow from the counts.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from gpu_ops import schemas
+from odins_ravne_assets.hugin.detector_audit import audit_detector, wilson
+
+CAMERA = "cam-a"
+
+
+class Camera:
+    """Media, the detector's boxes, Stage 1's infrared judgement and the reviews of one camera."""
+
+    def __init__(self):
+        self.media, self.detections, self.reviews, self.infrared = [], [], [], {}
+
+    def add(self, n: int, *, boxed: bool, infrared: bool | None = False, reviewed: int = 0, with_animal: int = 0,
+            conf: float = 0.8, category: str = "animal", status: str = "ok") -> None:
+        """``n`` media, the first ``reviewed`` of them reviewed, the first ``with_animal`` of those with an animal."""
+        start = len(self.media)
+        for i in range(n):
+            name, sha = f"IMG_{start + i:05d}.JPG", f"{start + i:064x}"
+            self.media.append({"camera_id": CAMERA, "file_path": name, "sha256": sha, "status": status})
+            if infrared is not None:
+                self.infrared[sha] = infrared
+            if boxed:
+                self.detections.append({"camera_id": CAMERA, "detection_id": f"{sha[:16]}-0-0", "file_path": name,
+                                        "category": category, "conf": conf})
+            if i < reviewed:
+                self.reviews.append({"camera_id": CAMERA, "file_path": name, "detection_id": None,
+                                     "observation_type": "animal" if i < with_animal else "blank"})
+
+    def audit(self, *, min_confidence: float = 0.3, target_recall: float = 0.9) -> dict[str, dict]:
+        table = audit_detector(pa.Table.from_pylist(self.media), pa.Table.from_pylist(self.detections),
+                               pa.Table.from_pylist(self.reviews, schema=schemas.REVIEWS), camera_id=CAMERA,
+                               min_confidence=min_confidence, target_recall=target_recall, infrared=self.infrared)
+        assert table.schema == schemas.DETECTOR_AUDIT
+        return {r["lighting"]: r for r in table.to_pylist()}
+
+
+def test_wilson_interval_matches_the_formula_at_its_edges():
+    low, high = wilson(0, 10)
+    assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)
+    low, high = wilson(10, 10)
+    assert low == pytest.approx(0.7225, abs=1e-4) and high == pytest.approx(1.0)
+    assert wilson(0, 0) is None
+
+
+def test_a_detector_that_misses_a_third_of_the_negatives_animals_is_flagged():
+    cam = Camera()
+    cam.add(100, boxed=True, reviewed=20, with_animal=19)  # precision 0.95
+    cam.add(100, boxed=False, reviewed=40, with_animal=12)  # 30 % of the unboxed media hold an animal
+    row = cam.audit()["all"]
+    assert (row["positives"], row["negatives"], row["reviewed_positives"], row["confirmed_positives"],
+            row["reviewed_negatives"], row["missed_negatives"]) == (100, 100, 20, 19, 40, 12)
+    assert row["est_animal_media"] == pytest.approx(95 + 30)
+    assert row["est_missed_media"] == pytest.approx(30)
+    assert row["recall"] == pytest.approx(95 / 125)
+    assert row["precision"] == pytest.approx(0.95)
+    assert row["recall_low"] < row["recall"] < row["recall_high"] < 0.9
+    assert row["status"] == "misses_animals" and "lower bounds" in row["note"]
+
+
+def test_a_detector_whose_reviewed_negatives_are_all_empty_is_ok():
+    cam = Camera()
+    cam.add(200, boxed=True, reviewed=30, with_animal=30)
+    cam.add(200, boxed=False, reviewed=100, with_animal=0)
+    row = cam.audit()["all"]
+    assert row["recall"] == 1.0 and row["recall_low"] >= 0.9 and row["status"] == "ok"
+    # The same 100 clean reviews among 800 negatives cannot rule out 30 animal media missed (3.7 % of them).
+    cam.add(600, boxed=False)
+    row = cam.audit()["all"]
+    assert row["recall"] == 1.0 and row["recall_low"] < 0.9 and row["status"] == "uncertain"
+
+
+def test_few_reviews_leave_the_recall_uncertain():
+    cam = Camera()
+    cam.add(50, boxed=True, reviewed=5, with_animal=5)
+    cam.add(50, boxed=False, reviewed=5, with_animal=0)
+    row = cam.audit()["all"]
+    assert row["recall"] == 1.0 and row["recall_low"] < 0.9 and row["status"] == "uncertain"
+    assert "review more" in row["note"]
+
+
+def test_night_and_day_are_estimated_apart_and_added():
+    """Infrared: 50 boxed, 150 not, half of those with an animal (recall 0.4); daylight: nothing missed.
+    Pooling the reviewed negatives (15 of 60) would give 200 x 0.25 = 50 missed, recall 0.8; the
+    strata give 75 missed, recall 200 / 275."""
+    cam = Camera()
+    cam.add(50, boxed=True, infrared=True, reviewed=10, with_animal=10)
+    cam.add(150, boxed=False, infrared=True, reviewed=30, with_animal=15)
+    cam.add(150, boxed=True, infrared=False, reviewed=10, with_animal=10)
+    cam.add(50, boxed=False, infrared=False, reviewed=30, with_animal=0)
+    rows = cam.audit()
+    assert rows["infrared"]["recall"] == pytest.approx(50 / 125) and rows["infrared"]["status"] == "misses_animals"
+    assert rows["daylight"]["recall"] == 1.0
+    assert rows["all"]["est_missed_media"] == pytest.approx(75)
+    assert rows["all"]["recall"] == pytest.approx(200 / 275)
+    assert set(rows) == {"infrared", "daylight", "all"}
+
+
+def test_without_a_review_of_the_negatives_nothing_is_estimated():
+    cam = Camera()
+    cam.add(10, boxed=True, reviewed=10, with_animal=10)
+    cam.add(10, boxed=False)
+    row = cam.audit()["all"]
+    assert row["status"] == "not_audited" and row["recall"] is None and "negatives" in row["note"]
+    assert (row["positives"], row["negatives"]) == (10, 10)
+
+
+def test_only_what_the_events_count_makes_a_media_positive():
+    """A box below min_confidence, a person and a failed media are not positives; a review of one box
+    (detection_id set) says nothing of the media's other animals; a media without a thumbnail is unknown."""
+    cam = Camera()
+    cam.add(4, boxed=True, conf=0.2, reviewed=4, with_animal=2)  # weak boxes: negatives, 2 with an animal
+    cam.add(4, boxed=True, category="person", reviewed=4, with_animal=0)
+    cam.add(2, boxed=True, status="failed", reviewed=2, with_animal=2)
+    cam.add(3, boxed=True, infrared=None, reviewed=3, with_animal=3)
+    cam.reviews.append({"camera_id": CAMERA, "file_path": cam.media[0]["file_path"], "detection_id": "x-0-0",
+                        "observation_type": "animal"})
+    cam.reviews.append({"camera_id": "other", "file_path": cam.media[4]["file_path"], "detection_id": None,
+                        "observation_type": "animal"})
+    rows = cam.audit()
+    assert (rows["daylight"]["positives"], rows["daylight"]["negatives"], rows["daylight"]["missed_negatives"]) == (0, 8, 2)
+    assert rows["daylight"]["media"] == 8  # the failed ones left out
+    assert (rows["unknown"]["positives"], rows["unknown"]["confirmed_positives"]) == (3, 3)
+    assert rows["all"]["recall"] == pytest.approx(3 / (3 + 8 * 2 / 8))
+
+
+def test_no_media_no_rows():
+    assert audit_detector(pa.Table.from_pylist([], schema=schemas.MEDIA), pa.Table.from_pylist([], schema=schemas.DETECTIONS),
+                          schemas.REVIEWS.empty_table(), camera_id=CAMERA, min_confidence=0.3,
+                          target_recall=0.9).num_rows == 0
