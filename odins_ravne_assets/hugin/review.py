@@ -63,6 +63,7 @@ import pyarrow.compute as pc
 from gpu_ops import schemas
 from gpu_ops.classifier import COCO_TAXONOMY
 from gpu_ops.megadetector_format import read_batch_output
+from gpu_ops.repeat_detections import without_suppressed
 from gpu_ops.storage import Storage
 from odins_ravne_assets.hugin.camtrap_dp_export import OBSERVATION_TYPES, _media_id
 
@@ -393,27 +394,35 @@ def sample_for_review(output: Storage, dest: Storage, *, per_camera: int, seed: 
                       media_source: Storage | None = None) -> dict[str, dict[str, int]]:
     """A seeded random sample of each camera's media for review: half positives, half negatives.
 
-    Positives are ok media with a detection at or above ``min_confidence``, negatives the rest (the
-    ones MegaDetector's advice says to check). Writes ``SAMPLE_FILE`` in Timelapse's columns, so the
+    Positives are ok media with an animal detection at or above ``min_confidence`` (suppressed
+    repeat detections left out: what the events count and what the detector audit,
+    :mod:`odins_ravne_assets.hugin.detector_audit`, calls positive), negatives the rest (the ones
+    MegaDetector's advice says to check; a negative's model label is its best other box, a person
+    or a vehicle, where it has one). Writes ``SAMPLE_FILE`` in Timelapse's columns, so the
     filled file goes back in as ``--format timelapse``, with the best crop of each positive under
     ``crops/`` and, when ``media_source`` (the input root) is given, the media themselves under
     ``media/<camera>/`` (open ``media/`` as the Timelapse root). Returns per camera the positives and
     negatives drawn.
     """
     media = output.read_parquet("media", empty=schemas.MEDIA).to_pylist()
-    detections = output.read_parquet("detections", empty=schemas.DETECTIONS).to_pylist()
+    detections = without_suppressed(output.read_parquet("detections", empty=schemas.DETECTIONS),
+                                    output.read_parquet("repeat_detections", empty=schemas.REPEAT_DETECTIONS)).to_pylist()
     labels = {(r["camera_id"], r["detection_id"]): r for r in output.read_parquet("species_labels", empty=schemas.SPECIES_LABELS).to_pylist()}
-    best: dict[tuple[str, str], dict] = {}
+    best: dict[tuple[str, str], dict] = {}  # the box shown: the best animal one, else the best of any category
     for d in detections:
         key = (d["camera_id"], d["file_path"])
-        if d["conf"] is not None and d["conf"] >= min_confidence and (key not in best or d["conf"] > best[key]["conf"]):
+        if d["conf"] is None or d["conf"] < min_confidence:
+            continue
+        rank = (d["category"] == "animal", d["conf"])
+        if key not in best or rank > (best[key]["category"] == "animal", best[key]["conf"]):
             best[key] = d
     rng = random.Random(seed)
     rows, drawn = [], {}
     for camera in sorted({m["camera_id"] for m in media}):
         ok = sorted((m for m in media if m["camera_id"] == camera and m["status"] == "ok"), key=lambda m: m["file_path"])
-        positives = [m for m in ok if (camera, m["file_path"]) in best]
-        negatives = [m for m in ok if (camera, m["file_path"]) not in best]
+        is_positive = {m["file_path"]: best.get((camera, m["file_path"]), {}).get("category") == "animal" for m in ok}
+        positives = [m for m in ok if is_positive[m["file_path"]]]
+        negatives = [m for m in ok if not is_positive[m["file_path"]]]
         n_pos = min(len(positives), max(per_camera // 2, per_camera - len(negatives)))
         n_neg = min(len(negatives), per_camera - n_pos)
         picked = [(m, "positive") for m in rng.sample(positives, n_pos)] + [(m, "negative") for m in rng.sample(negatives, n_neg)]

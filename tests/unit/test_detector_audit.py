@@ -51,6 +51,21 @@ def test_wilson_interval_matches_the_formula_at_its_edges():
     low, high = wilson(10, 10)
     assert low == pytest.approx(0.7225, abs=1e-4) and high == pytest.approx(1.0)
     assert wilson(0, 0) is None
+    # Drawn without replacement from a population, the interval narrows; all of it reviewed, it closes.
+    low, high = wilson(3, 10, population=20)
+    wide = wilson(3, 10)
+    assert wide[0] < low < 0.3 < high < wide[1]
+    assert wilson(3, 10, population=10) == (0.3, 0.3)
+    assert wilson(3, 10, population=1_000_000) == pytest.approx(wide, abs=1e-5)
+
+
+def test_a_camera_reviewed_in_full_has_its_exact_recall():
+    cam = Camera()
+    cam.add(30, boxed=True, reviewed=30, with_animal=27)
+    cam.add(40, boxed=False, reviewed=40, with_animal=13)
+    row = cam.audit()["all"]
+    assert row["recall"] == row["recall_low"] == row["recall_high"] == pytest.approx(27 / 40)
+    assert row["status"] == "misses_animals"
 
 
 def test_a_detector_that_misses_a_third_of_the_negatives_animals_is_flagged():

@@ -148,3 +148,23 @@ def test_the_composites_contact_sheet_draws_each_box(tmp_path):
     assert {112, 113} & set(rows[(cols > 60) & (cols < 140)])  # its bottom edge, across the box
     rows, cols = drawn(COLORS["person"])  # the person's (tile 2 starts at 204: 224..264 x 15..45)
     assert cols.min() >= 222 and cols.max() <= 320 and rows.max() <= 47
+
+
+def test_the_audit_bench_scores_the_audit_against_the_labels_by_eye():
+    """bench.realdata_audit without its detector: constructed frames, the boxed ones given."""
+    import random
+
+    from bench.realdata import Frame
+    from bench.realdata_audit import audit, sample, true_recall
+
+    frames = [Frame(file=f"c/{i}.jpg", camera="c", trigger=f"c/{i}.jpg", infrared=i % 2 == 0,
+                    kind="animal" if i < 30 else "empty", boxes=(), width=640, height=480) for i in range(40)]
+    boxed = {f.file for f in frames[:12]} | {"c/39.jpg"}  # 12 of 30 animals and one empty frame
+    truth = true_recall(frames, boxed)
+    assert truth == {"infrared": 6 / 15, "daylight": 6 / 15, "all": 12 / 30}
+    full = audit(frames, boxed, frames)
+    assert full["all"]["recall"] == pytest.approx(0.4) and full["all"]["recall_low"] == pytest.approx(0.4)
+    drawn = sample(frames, boxed, 10, random.Random(0))
+    assert sum(f.file in boxed for f in drawn) == 5 and len(set(drawn)) == 10
+    row = audit(frames, boxed, drawn)["all"]
+    assert row["reviewed_positives"] + row["reviewed_negatives"] == 10

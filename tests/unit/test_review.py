@@ -243,3 +243,29 @@ def test_sample_for_review_is_seeded_per_camera_with_positives_and_negatives(tmp
     filled = timelapse_csv(rows, fields=review.SAMPLE_COLUMNS)
     back, unknown = review.read_timelapse(filled, media, labels, source_file=review.SAMPLE_FILE)
     assert unknown == [] and sorted(r["observation_type"] for r in back) == ["animal", "animal", "blank", "blank"]
+
+
+def test_the_review_sample_calls_positive_what_the_events_and_the_audit_count(tmp_path):
+    """A frame with only a person box, or only a suppressed repeat detection, is a negative: the
+    detector audit estimates the animals missed from the negatives, so the sample must draw them
+    from the same media."""
+    out = Storage(str(tmp_path / "out"))
+    s = Shots()
+    s.shot(0, ("red deer", 0.8))
+    s.shot(30, ("human", 0.9, "human"))
+    s.shot(60, ("rock", 0.7))  # suppressed below
+    s.shot(90)
+    media, detections, labels = s.tables()
+    rock = next(d for d in detections.to_pylist() if d["label"] == "rock")
+    repeats = pa.Table.from_pylist([{
+        "camera_id": "cam-a", **{k: rock[k] for k in ("bbox_x", "bbox_y", "bbox_w", "bbox_h", "label")}, "detections": 1,
+        "triggers": 1, "days": 1, "suppressed": True, "reason": "construction",
+        "detection_ids": [rock["detection_id"]]}], schema=schemas.REPEAT_DETECTIONS)
+    for name, t in (("media", media), ("detections", detections), ("species_labels", labels), ("repeat_detections", repeats)):
+        out.write_parquet(schemas.camera_key(name, "cam-a"), t)
+    drawn = review.sample_for_review(out, Storage(str(tmp_path / "s")), per_camera=4, seed=1, min_confidence=0.3)
+    assert drawn == {"cam-a": {"positives": 1, "negatives": 3}}
+    rows = {r["File"]: r for r in csv.DictReader(io.StringIO((tmp_path / "s" / review.SAMPLE_FILE).read_text()))}
+    assert {f: r["Kind"] for f, r in rows.items()} == {"IMG_0000.JPG": "positive", "IMG_0001.JPG": "negative",
+                                                      "IMG_0002.JPG": "negative", "IMG_0003.JPG": "negative"}
+    assert rows["IMG_0001.JPG"]["ModelLabel"] == "human" and rows["IMG_0002.JPG"]["ModelLabel"] == ""
