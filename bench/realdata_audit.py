@@ -13,7 +13,8 @@ the audit has them.
 
 Printed: the true recall per lighting (animal frames boxed over animal frames); the audit with
 every frame reviewed, which must equal it; and, for each review size, over ``--draws`` seeded
-draws made as ``odins-ravne review sample`` makes them (half positives, half negatives), how
+draws made as ``odins-ravne review sample`` makes them (half positives, half negatives, each
+side across infrared and daylight), how
 often the audit's 95 % interval holds the true recall (coverage; the interval is conservative, so
 at least 0.95 is expected), the mean absolute error of its estimate, and how often its status is
 ``misses_animals`` (the counts flagged as lower bounds; the true recall is below the 0.9 target,
@@ -33,7 +34,7 @@ from bench.realdata import REALDATA, read_manifest, read_split
 from bench.realdata_eval import run_methods
 from gpu_ops import schemas
 from gpu_ops.fusion import BurstConfig
-from odins_ravne_assets.hugin.detector_audit import audit_detector
+from odins_ravne_assets.hugin.detector_audit import audit_detector, draw_review_sample
 
 CAMERA = "realdata"
 MIN_CONFIDENCE = 0.3
@@ -83,12 +84,11 @@ def true_recall(frames, boxed) -> dict[str, float | None]:
 
 
 def sample(frames, boxed, size: int, rng: random.Random) -> list:
-    """As :func:`odins_ravne_assets.hugin.review.sample_for_review` draws: half positives, half negatives."""
-    positives = [f for f in frames if f.file in boxed]
-    negatives = [f for f in frames if f.file not in boxed]
-    n_pos = min(len(positives), max(size // 2, size - len(negatives)))
-    n_neg = min(len(negatives), size - n_pos)
-    return rng.sample(positives, n_pos) + rng.sample(negatives, n_neg)
+    """The frames ``odins-ravne review sample`` would draw (:func:`draw_review_sample`)."""
+    by_file = {f.file: f for f in frames}
+    media = [{"file_path": f.file, "sha256": f.file} for f in frames]
+    picked = draw_review_sample(media, boxed, {f.file: f.infrared for f in frames}, size, rng)
+    return [by_file[m["file_path"]] for m, _ in picked]
 
 
 def run(part: str, model: str, sizes: list[int], draws: int) -> dict:

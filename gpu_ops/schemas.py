@@ -187,7 +187,7 @@ DETECTOR_AUDIT = pa.schema(
         ("est_animal_media", pa.float64()),  # estimated media with an animal, found or not
         ("est_missed_media", pa.float64()),  # estimated media with an animal the detector did not box
         ("recall", pa.float64()),  # estimated share of animal media the detector boxes
-        ("recall_low", pa.float64()),  # 95 % interval (Wilson per stratum, combined at the extremes)
+        ("recall_low", pa.float64()),  # 95 % interval (exact per stratum, combined at the extremes)
         ("recall_high", pa.float64()),
         ("precision", pa.float64()),  # share of positives with an animal in them
         ("precision_low", pa.float64()),

@@ -66,6 +66,7 @@ from gpu_ops.megadetector_format import read_batch_output
 from gpu_ops.repeat_detections import without_suppressed
 from gpu_ops.storage import Storage
 from odins_ravne_assets.hugin.camtrap_dp_export import OBSERVATION_TYPES, _media_id
+from odins_ravne_assets.hugin.detector_audit import draw_review_sample
 
 FORMATS = ("timelapse", "camtrap-dp", "megadetector")
 _BLANK_WORDS = {"blank", "empty", "none", "nothing"}
@@ -398,12 +399,15 @@ def sample_for_review(output: Storage, dest: Storage, *, per_camera: int, seed: 
     repeat detections left out: what the events count and what the detector audit,
     :mod:`odins_ravne_assets.hugin.detector_audit`, calls positive), negatives the rest (the ones
     MegaDetector's advice says to check; a negative's model label is its best other box, a person
-    or a vehicle, where it has one). Writes ``SAMPLE_FILE`` in Timelapse's columns, so the
+    or a vehicle, where it has one), each side drawn across the infrared and daylight frames as
+    :func:`~odins_ravne_assets.hugin.detector_audit.draw_review_sample` draws. Writes ``SAMPLE_FILE`` in Timelapse's columns, so the
     filled file goes back in as ``--format timelapse``, with the best crop of each positive under
     ``crops/`` and, when ``media_source`` (the input root) is given, the media themselves under
     ``media/<camera>/`` (open ``media/`` as the Timelapse root). Returns per camera the positives and
     negatives drawn.
     """
+    from gpu_ops.stage1 import read_infrared  # here: gpu_ops.stage1 brings torch, 4 s the review commands need not wait
+
     media = output.read_parquet("media", empty=schemas.MEDIA).to_pylist()
     detections = without_suppressed(output.read_parquet("detections", empty=schemas.DETECTIONS),
                                     output.read_parquet("repeat_detections", empty=schemas.REPEAT_DETECTIONS)).to_pylist()
@@ -420,13 +424,10 @@ def sample_for_review(output: Storage, dest: Storage, *, per_camera: int, seed: 
     rows, drawn = [], {}
     for camera in sorted({m["camera_id"] for m in media}):
         ok = sorted((m for m in media if m["camera_id"] == camera and m["status"] == "ok"), key=lambda m: m["file_path"])
-        is_positive = {m["file_path"]: best.get((camera, m["file_path"]), {}).get("category") == "animal" for m in ok}
-        positives = [m for m in ok if is_positive[m["file_path"]]]
-        negatives = [m for m in ok if not is_positive[m["file_path"]]]
-        n_pos = min(len(positives), max(per_camera // 2, per_camera - len(negatives)))
-        n_neg = min(len(negatives), per_camera - n_pos)
-        picked = [(m, "positive") for m in rng.sample(positives, n_pos)] + [(m, "negative") for m in rng.sample(negatives, n_neg)]
-        drawn[camera] = {"positives": n_pos, "negatives": n_neg}
+        positive = {m["file_path"] for m in ok if best.get((camera, m["file_path"]), {}).get("category") == "animal"}
+        picked = draw_review_sample(ok, positive, read_infrared(output, camera), per_camera, rng)
+        drawn[camera] = {"positives": sum(kind == "positive" for _, kind in picked),
+                         "negatives": sum(kind == "negative" for _, kind in picked)}
         for m, kind in sorted(picked, key=lambda p: p[0]["file_path"]):
             path = PurePosixPath(camera) / m["file_path"]
             det = best.get((camera, m["file_path"]))

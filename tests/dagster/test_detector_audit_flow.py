@@ -4,7 +4,7 @@ The media are real JPEGs probed by ``raw_images``. The detections and Stage 1's 
 judgement (the thumbnails table) are written from the construction: what is tested is what the
 platform makes of the reviews, not the detector. By construction the camera has 6 daylight and 6
 infrared frames; the detector boxes 4 of the daylight ones and 2 of the infrared ones. The reviewer
-goes through all 12 (the whole camera, so the estimate is exact): every box is an animal, no
+goes through all 12 (the whole camera, so the estimate is exact and its interval closed): every box is an animal, no
 unboxed daylight frame holds one, 3 of the 4 unboxed infrared frames do. Recall is then 6 of 9
 animal frames in all, 2 of 5 at night, and the camera's counts are lower bounds.
 """
@@ -79,7 +79,25 @@ def test_reviews_of_the_negatives_flag_a_camera_whose_detector_misses_animals_at
     assert {r["status"] for r in audit.values()} == {"not_audited"}
     assert (audit["infrared"]["positives"], audit["infrared"]["negatives"]) == (2, 4)
 
-    # The reviewer's Timelapse export: species where an animal is, blank where none.
+    # First the user's way: `review sample` draws 8 (4 boxed, 4 not, both lightings on both sides),
+    # the reviewer fills it in, it goes back in. The estimate is then an estimate, inside its interval.
+    assert main(["review", "sample", "--per-camera", "8", "--out", str(tmp_path / "sample"), "--results", str(out)]) == 0
+    drawn = list(csv.DictReader((tmp_path / "sample" / "review_sample.csv").open()))
+    assert sorted((r["Kind"], FRAMES[r["File"]][0]) for r in drawn) == sorted(
+        [("positive", False)] * 3 + [("positive", True)] + [("negative", False)] + [("negative", True)] * 3)
+    for r in drawn:
+        r["Species"] = "Vulpes vulpes" if FRAMES[r["File"]][2] else "blank"
+    with (tmp_path / "sample" / "filled.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(drawn[0]))
+        writer.writeheader()
+        writer.writerows(drawn)
+    assert main(["review", "import", str(tmp_path / "sample" / "filled.csv"), "--format", "timelapse", "--results", str(out)]) == 0
+    _, audit = run_camera()
+    assert (audit["all"]["reviewed_positives"], audit["all"]["reviewed_negatives"]) == (4, 4)
+    assert audit["all"]["recall_low"] <= 6 / 9 <= audit["all"]["recall_high"]
+    assert audit["all"]["status"] != "ok"
+
+    # Then the whole camera: species where an animal is, blank where none.
     review_csv = tmp_path / "timelapse.csv"
     with review_csv.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["RelativePath", "File", "DateTime", "Species", "Count"])
@@ -94,16 +112,17 @@ def test_reviews_of_the_negatives_flag_a_camera_whose_detector_misses_animals_at
     night, day, both = audit["infrared"], audit["daylight"], audit["all"]
     assert (night["reviewed_negatives"], night["missed_negatives"], night["confirmed_positives"]) == (4, 3, 2)
     assert night["recall"] == pytest.approx(2 / 5) and night["est_missed_media"] == pytest.approx(3)
-    assert day["recall"] == pytest.approx(1.0) and day["status"] == "uncertain"  # 2 negatives say little
+    assert day["recall"] == pytest.approx(1.0) and day["status"] == "ok"
     assert both["recall"] == pytest.approx(6 / 9) and both["est_animal_media"] == pytest.approx(9)
     assert night["status"] == both["status"] == "misses_animals"
-    assert both["recall_low"] < 6 / 9 < both["recall_high"] < 0.9
+    # Every frame reviewed: nothing is left to estimate, the interval is the recall itself.
+    assert both["recall_low"] == pytest.approx(6 / 9) and both["recall_high"] == pytest.approx(6 / 9)
     assert meta["detector_audit"].value == "misses_animals" and meta["detector_recall"].value == pytest.approx(6 / 9)
 
     # Stage 3 serves the audit, and the reports warn that the camera's counts are lower bounds.
     assert materialize([gps_clusters, reports, stage3_database], instance=instance, resources={"pipeline": pipeline}).success
     _, rows = query(output, "SELECT lighting, status, round(recall, 3) FROM detector_audit ORDER BY lighting")
-    assert rows == [("all", "misses_animals", 0.667), ("daylight", "uncertain", 1.0), ("infrared", "misses_animals", 0.4)]
+    assert rows == [("all", "misses_animals", 0.667), ("daylight", "ok", 1.0), ("infrared", "misses_animals", 0.4)]
     project = (out / "reports" / "index.html").read_text()
     camera = (out / "reports" / "cameras" / CAMERA / "index.html").read_text()
     for page in (project, camera):
