@@ -171,7 +171,7 @@ REVIEWS = pa.schema(
 # One row per camera and lighting (infrared | daylight | unknown, and ``all``): how many animal media the
 # detector finds, estimated from the media-level reviews of a random sample of its positives and
 # negatives (odins_ravne_assets.hugin.detector_audit). Counts of animal media are lower bounds where
-# ``status`` is misses_animals; an interval is null where nothing was reviewed to estimate it.
+# ``counts_status`` is lower_bounds; an interval is null where nothing was reviewed to estimate it.
 DETECTOR_AUDIT = pa.schema(
     [
         ("camera_id", pa.string()),
@@ -186,13 +186,18 @@ DETECTOR_AUDIT = pa.schema(
         ("missed_negatives", pa.int64()),  # reviewed negatives in which the reviewer saw an animal
         ("est_animal_media", pa.float64()),  # estimated media with an animal, found or not
         ("est_missed_media", pa.float64()),  # estimated media with an animal the detector did not box
+        ("est_unrecorded_media", pa.float64()),  # ... of those, not reviewed either: in no count
         ("recall", pa.float64()),  # estimated share of animal media the detector boxes
         ("recall_low", pa.float64()),  # 95 % interval (exact per stratum, combined at the extremes)
         ("recall_high", pa.float64()),
+        ("completeness", pa.float64()),  # share of animal media the counts hold (the detector's and the reviewed)
+        ("completeness_low", pa.float64()),
+        ("completeness_high", pa.float64()),
         ("precision", pa.float64()),  # share of positives with an animal in them
         ("precision_low", pa.float64()),
         ("precision_high", pa.float64()),
-        ("status", pa.string()),  # ok | misses_animals | uncertain | not_audited
+        ("status", pa.string()),  # the detector: ok | misses_animals | uncertain | not_audited
+        ("counts_status", pa.string()),  # the counts: complete | lower_bounds | uncertain | not_audited
         ("note", pa.string()),  # what the status means for this row, in a sentence
     ]
 )

@@ -39,7 +39,8 @@ from resources.stage3 import DB_KEY, build_stage3
 
 DEPLOYMENTS_CSV = "deployments.csv"
 AUDIT_SHOWN = ("lighting", "media", "positives", "negatives", "reviewed_positives", "confirmed_positives",
-               "reviewed_negatives", "missed_negatives", "recall", "recall_low", "recall_high", "status")
+               "reviewed_negatives", "missed_negatives", "recall", "recall_low", "recall_high", "status",
+               "completeness", "counts_status")
 
 # The project-wide assets follow the cameras: requested once a camera asset updated, after the camera
 # runs in flight finish (one refresh for a batch of uploads). Unlike `eager()` a camera that is missing
@@ -169,6 +170,7 @@ def condensed_reports(context: AssetExecutionContext, pipeline: PipelineResource
             **{f"timestamp_{k}": v for k, v in issues.items()},
             **{f"corrected_{k}": v for k, v in timestamp_correction_counts(media_fixed).items()},
             "detector_audit": audit_all["status"] if audit_all else "not_audited",
+            "counts_audit": audit_all["counts_status"] if audit_all else "not_audited",
             "detector_recall": MetadataValue.float(audit_all["recall"]) if audit_all and audit_all["recall"] is not None
             else MetadataValue.text("not estimated"),
             "detector_audit_table": MetadataValue.md(markdown_table(

@@ -22,11 +22,18 @@ negatives with an animal after all:
   end): conservative. On real frames (``python -m bench.realdata_audit``, the labels by eye as the
   reviewer) it held the true recall in 98-100 % of 500 seeded review samples of 10, 20 and 40 media.
 
-``status``: ``ok`` where the interval's low end reaches ``target_recall`` (``pipeline.events``),
-``misses_animals`` where its high end is below it (event counts, detection rates and occupancy of
-the camera are lower bounds: the camera needs a better detector or its negatives reviewed),
-``uncertain`` in between (review more), ``not_audited`` where a stratum that needs reviews has none
-or the reviews show no animal at all. The estimate assumes the reviewed media are a random sample of
+``status`` (the detector): ``ok`` where the interval's low end reaches ``target_recall``
+(``pipeline.events``), ``misses_animals`` where its high end is below it, ``uncertain`` in between
+(review more), ``not_audited`` where a stratum that needs reviews has none or the reviews show no
+animal at all.
+
+A review adds what it saw to the events, so the counts hold more than the detector found: the
+``m`` reviewed negatives with an animal. ``completeness = (N+ p + m) / A`` is the share of animal
+media the counts hold (interval as for recall), ``est_unrecorded_media = N- q - m`` the animal media
+in no count. ``counts_status``: ``complete`` (its low end reaches the target), ``lower_bounds`` (its
+high end is below it: event counts, detection rates and occupancy of the camera are lower bounds,
+and the reports say so), ``uncertain``, ``not_audited``. A camera whose every negative was reviewed
+has complete counts whatever its detector. The estimate assumes the reviewed media are a random sample of
 each camera's positives and of its negatives (as ``review sample`` draws them), or all of them.
 
 Only media-level reviews count (a Timelapse row, a MegaDetector ``manually_checked`` image, a Camtrap
@@ -202,29 +209,49 @@ def _row(camera_id: str, lighting: str, strata: list[Mapping[str, int]], min_con
         if n_neg:
             share = c["missed_negatives"] / c["reviewed_negatives"]
             missed, missed_lo, missed_hi = missed + n_neg * share, missed_lo + n_neg * q[0], missed_hi + n_neg * q[1]
-    empty = {k: None for k in ("est_animal_media", "est_missed_media", "recall", "recall_low", "recall_high",
-                               "precision", "precision_low", "precision_high")}
+    empty = {k: None for k in ("est_animal_media", "est_missed_media", "est_unrecorded_media", "recall", "recall_low",
+                               "recall_high", "completeness", "completeness_low", "completeness_high", "precision",
+                               "precision_low", "precision_high")}
     if unreviewed:
         what = " and ".join(sorted(set(unreviewed)))
-        return {**row, **empty, "status": "not_audited",
+        return {**row, **empty, "status": "not_audited", "counts_status": "not_audited",
                 "note": f"no media-level review of its {what}: run `odins-ravne review sample` and import the review"}
     positives = row["positives"]
     precision = {"precision": found / positives, "precision_low": found_lo / positives,
                  "precision_high": found_hi / positives} if positives else {}
     if found + missed == 0:
-        return {**row, **empty, **precision, "est_animal_media": 0.0, "est_missed_media": 0.0, "status": "not_audited",
+        return {**row, **empty, **precision, "est_animal_media": 0.0, "est_missed_media": 0.0, "est_unrecorded_media": 0.0,
+                "status": "not_audited", "counts_status": "not_audited",
                 "note": "the reviewed media show no animal: nothing to estimate recall on"}
     recall = found / (found + missed)
     low = found_lo / (found_lo + missed_hi) if found_lo + missed_hi else 0.0
     high = found_hi / (found_hi + missed_lo) if found_hi + missed_lo else 1.0
+    # What the counts hold: the detector's animal media and the reviewed negatives with an animal
+    # (a review adds its media to the events); the rest of the missed ones are in no count.
+    m = row["missed_negatives"]
+    unrecorded = max(0.0, missed - m)
+    held = (found + m) / (found + missed)
+    held_low = (found_lo + m) / (found_lo + missed_hi) if found_lo + missed_hi else 0.0
+    held_high = min(1.0, (found_hi + m) / (found_hi + missed_lo)) if found_hi + missed_lo else 1.0
     if low >= target_recall:
-        status, note = "ok", f"the detector finds at least {target_recall:.0%} of animal media (95 %)"
+        status, detector = "ok", f"the detector finds at least {target_recall:.0%} of animal media (95 %)"
     elif high < target_recall:
-        status = "misses_animals"
-        note = (f"the detector finds about {recall:.0%} of animal media ({low:.0%}-{high:.0%}): counts, detection "
-                f"rates and occupancy from this camera are lower bounds (about {missed:.0f} animal media unboxed)")
+        status, detector = "misses_animals", f"the detector finds about {recall:.0%} of animal media ({low:.0%}-{high:.0%})"
     else:
-        status, note = "uncertain", (f"recall {recall:.0%} ({low:.0%}-{high:.0%}) may be below {target_recall:.0%}: "
-                                     "review more of its negatives")
+        status, detector = "uncertain", f"the detector finds about {recall:.0%} of animal media ({low:.0%}-{high:.0%})"
+    if held_low >= target_recall:
+        counts_status = "complete"
+        counts = (f"with the reviews the counts hold at least {target_recall:.0%} of them" if status != "ok" else "")
+    elif held_high < target_recall:
+        counts_status = "lower_bounds"
+        counts = (f"the counts hold about {held:.0%} of them ({held_low:.0%}-{held_high:.0%}): counts, detection rates "
+                  f"and occupancy from this camera are lower bounds (about {unrecorded:.0f} animal media neither boxed "
+                  "nor reviewed)")
+    else:
+        counts_status = "uncertain"
+        counts = (f"the counts hold about {held:.0%} of them ({held_low:.0%}-{held_high:.0%}), perhaps below "
+                  f"{target_recall:.0%}: review more of its negatives")
     return {**row, **empty, **precision, "est_animal_media": found + missed, "est_missed_media": missed,
-            "recall": recall, "recall_low": low, "recall_high": high, "status": status, "note": note}
+            "est_unrecorded_media": unrecorded, "recall": recall, "recall_low": low, "recall_high": high,
+            "completeness": held, "completeness_low": held_low, "completeness_high": held_high, "status": status,
+            "counts_status": counts_status, "note": "; ".join(filter(None, (detector, counts)))}

@@ -210,8 +210,8 @@ def _audit_rows(audit: pa.Table | None) -> list[dict]:
 
 
 def _lower_bounds(audits: list[dict]) -> list[dict]:
-    """The rows whose reviews say the detector misses animals; a camera's ``all`` row where it has one."""
-    flagged = [r for r in audits if r["status"] == "misses_animals"]
+    """The rows whose reviews say the counts miss animals; a camera's ``all`` row where it has one."""
+    flagged = [r for r in audits if r["counts_status"] == "lower_bounds"]
     whole = {r["camera_id"] for r in flagged if r["lighting"] == "all"}
     return [r for r in flagged if r["lighting"] == "all" or r["camera_id"] not in whole]
 
@@ -223,8 +223,8 @@ def _audit_warning_html(audits: list[dict]) -> str:
     items = "".join(f"<li><b>{html.escape(r['camera_id'])}</b>"
                     f"{'' if r['lighting'] == 'all' else ' (' + html.escape(r['lighting']) + ')'}: "
                     f"{html.escape(r['note'])}</li>" for r in flagged)
-    return ("<div class='warning'><b>Counts are lower bounds.</b> The reviews show the detector misses animals "
-            f"(see the detector audit below):<ul>{items}</ul></div>")
+    return ("<div class='warning'><b>Counts are lower bounds.</b> The reviews show animals that neither the detector "
+            f"nor a review put in the counts (see the detector audit below):<ul>{items}</ul></div>")
 
 
 def _pct(value: float | None) -> str:
@@ -237,10 +237,13 @@ def _audit_table_html(audits: list[dict], *, by: str) -> str:
     return _table_html(
         "Detector audit (from reviews)",
         ["camera" if by == "camera_id" else "lighting", "media", "positives", "negatives", "reviewed +", "confirmed",
-         "reviewed -", "with an animal", "recall", "95 %", "status"],
+         "reviewed -", "with an animal", "detector recall", "95 %", "detector", "counts hold", "95 %", "counts"],
         [[r[by], r["media"], r["positives"], r["negatives"], r["reviewed_positives"], r["confirmed_positives"],
           r["reviewed_negatives"], r["missed_negatives"], _pct(r["recall"]),
-          f"{_pct(r['recall_low'])}-{_pct(r['recall_high'])}" if r["recall"] is not None else "", r["status"]]
+          f"{_pct(r['recall_low'])}-{_pct(r['recall_high'])}" if r["recall"] is not None else "", r["status"],
+          _pct(r["completeness"]),
+          f"{_pct(r['completeness_low'])}-{_pct(r['completeness_high'])}" if r["completeness"] is not None else "",
+          r["counts_status"]]
          for r in audits])
 
 

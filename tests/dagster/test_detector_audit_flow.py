@@ -1,17 +1,20 @@
-"""The detector audit through Dagster: a reviewed sample says how many animals the detector missed.
+"""The detector audit through Dagster: a reviewed sample says how many animals the counts miss.
 
 The media are real JPEGs probed by ``raw_images``. The detections and Stage 1's infrared
 judgement (the thumbnails table) are written from the construction: what is tested is what the
-platform makes of the reviews, not the detector. By construction the camera has 6 daylight and 6
-infrared frames; the detector boxes 4 of the daylight ones and 2 of the infrared ones. The reviewer
-goes through all 12 (the whole camera, so the estimate is exact and its interval closed): every box is an animal, no
-unboxed daylight frame holds one, 3 of the 4 unboxed infrared frames do. Recall is then 6 of 9
-animal frames in all, 2 of 5 at night, and the camera's counts are lower bounds.
+platform makes of the reviews, not the detector. By construction the camera has 10 daylight and 30
+infrared frames; the detector boxes 6 daylight frames and 5 infrared ones, all with an animal; of
+the unboxed frames no daylight one holds an animal and 20 of the 25 infrared ones do. The detector
+finds 11 of 31 animal frames. A sample of 10 reviews (``review sample``, filled in, imported) says
+so within its interval and flags the counts as lower bounds; reviewing every frame then makes the
+estimate exact and the counts complete (each reviewed animal is in the events), though the
+detector still misses animals.
 """
 
 from __future__ import annotations
 
 import csv
+from collections import Counter
 
 import pyarrow as pa
 import pytest
@@ -32,8 +35,8 @@ pytestmark = pytest.mark.slow
 CAMERA = "cam-n"
 # file -> (infrared, boxed by the detector, an animal in it by the reviewer's eye)
 FRAMES = {
-    **{f"day{i}.jpg": (False, i < 4, i < 4) for i in range(6)},
-    **{f"night{i}.jpg": (True, i < 2, i < 5) for i in range(6)},
+    **{f"day{i:02d}.jpg": (False, i < 6, i < 6) for i in range(10)},
+    **{f"night{i:02d}.jpg": (True, i < 5, i < 25) for i in range(30)},
 }
 
 
@@ -52,10 +55,21 @@ def _stage1_output(output: Storage) -> None:
     output.write_parquet(f"{thumbnails_prefix(CAMERA)}/construction.parquet", pa.Table.from_pylist(thumbs, schema=THUMBNAIL_SCHEMA))
 
 
-def test_reviews_of_the_negatives_flag_a_camera_whose_detector_misses_animals_at_night(dagster_home, tmp_path, capsys):
+def _fill(rows: list[dict], path) -> None:
+    """The reviewer's Timelapse file: the species where an animal is, blank where none."""
+    for r in rows:
+        r["Species"], r["Count"] = ("Vulpes vulpes", "1") if FRAMES[r["File"]][2] else ("blank", "")
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_reviews_of_the_negatives_flag_a_camera_whose_counts_miss_animals_at_night(dagster_home, tmp_path, capsys):
     cards, out = tmp_path / "cards", tmp_path / "out"
     for n, name in enumerate(sorted(FRAMES)):
-        write_jpeg(ASSETS / "bus.jpg", cards / CAMERA / name, when=f"2026:06:01 {n:02d}:00:00", gps=(60.1, 10.2), scale=0.2)
+        write_jpeg(ASSETS / "bus.jpg", cards / CAMERA / name, when=f"2026:06:01 {n // 2:02d}:{n % 2 * 30:02d}:00",
+                   gps=(60.1, 10.2), scale=0.15)
     pipeline = PipelineResource(input_root=str(cards), output_root=str(out))
     instance = DagsterInstance.get()
     instance.add_dynamic_partitions("cameras", [CAMERA])
@@ -72,58 +86,56 @@ def test_reviews_of_the_negatives_flag_a_camera_whose_detector_misses_animals_at
         audit = {r["lighting"]: r for r in output.read_parquet(schemas.camera_prefix("detector_audit", CAMERA)).to_pylist()}
         return meta, audit
 
+    def pages() -> tuple[str, str]:
+        """The camera's report page and the project's."""
+        assert materialize([gps_clusters, reports, stage3_database], instance=instance, resources={"pipeline": pipeline}).success
+        return tuple((out / "reports" / path).read_text() for path in (f"cameras/{CAMERA}/index.html", "index.html"))
+
     # Before any review nothing can be said, and the report says so rather than a recall.
     meta, audit = run_camera()
     assert meta["detector_audit"].value == "not_audited" and meta["detector_recall"].value == "not estimated"
     assert sorted(audit) == ["all", "daylight", "infrared"]
-    assert {r["status"] for r in audit.values()} == {"not_audited"}
-    assert (audit["infrared"]["positives"], audit["infrared"]["negatives"]) == (2, 4)
+    assert {r["status"] for r in audit.values()} == {r["counts_status"] for r in audit.values()} == {"not_audited"}
+    assert (audit["infrared"]["positives"], audit["infrared"]["negatives"]) == (5, 25)
 
-    # First the user's way: `review sample` draws 8 (4 boxed, 4 not, both lightings on both sides),
-    # the reviewer fills it in, it goes back in. The estimate is then an estimate, inside its interval.
-    assert main(["review", "sample", "--per-camera", "8", "--out", str(tmp_path / "sample"), "--results", str(out)]) == 0
+    # The user's way: `review sample` draws 10 (5 boxed, 5 not, both lightings on both sides), the
+    # reviewer fills it in, it goes back in. The estimate is an estimate, and holds the truth.
+    assert main(["review", "sample", "--per-camera", "10", "--out", str(tmp_path / "sample"), "--results", str(out)]) == 0
     drawn = list(csv.DictReader((tmp_path / "sample" / "review_sample.csv").open()))
-    assert sorted((r["Kind"], FRAMES[r["File"]][0]) for r in drawn) == sorted(
-        [("positive", False)] * 3 + [("positive", True)] + [("negative", False)] + [("negative", True)] * 3)
-    for r in drawn:
-        r["Species"] = "Vulpes vulpes" if FRAMES[r["File"]][2] else "blank"
-    with (tmp_path / "sample" / "filled.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(drawn[0]))
-        writer.writeheader()
-        writer.writerows(drawn)
+    cells = Counter((r["Kind"], FRAMES[r["File"]][0]) for r in drawn)
+    assert cells == {("positive", False): 3, ("positive", True): 2, ("negative", False): 1, ("negative", True): 4}
+    _fill(drawn, tmp_path / "sample" / "filled.csv")
     assert main(["review", "import", str(tmp_path / "sample" / "filled.csv"), "--format", "timelapse", "--results", str(out)]) == 0
-    _, audit = run_camera()
-    assert (audit["all"]["reviewed_positives"], audit["all"]["reviewed_negatives"]) == (4, 4)
-    assert audit["all"]["recall_low"] <= 6 / 9 <= audit["all"]["recall_high"]
-    assert audit["all"]["status"] != "ok"
+    meta, audit = run_camera()
+    both = audit["all"]
+    assert (both["reviewed_positives"], both["reviewed_negatives"]) == (5, 5)
+    assert both["recall_low"] <= 11 / 31 <= both["recall_high"] < 0.9 and both["status"] == "misses_animals"
+    assert both["counts_status"] == "lower_bounds" and meta["counts_audit"].value == "lower_bounds"
+    for page in pages():
+        assert "Counts are lower bounds" in page and "neither boxed nor reviewed" in page and CAMERA in page
 
-    # Then the whole camera: species where an animal is, blank where none.
+    # Then every frame: nothing is left to estimate, and every animal is in the counts by its review.
     review_csv = tmp_path / "timelapse.csv"
-    with review_csv.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["RelativePath", "File", "DateTime", "Species", "Count"])
-        writer.writeheader()
-        for name, (_, _, animal) in sorted(FRAMES.items()):
-            writer.writerow({"RelativePath": CAMERA, "File": name, "DateTime": "",
-                             "Species": "Vulpes vulpes" if animal else "blank", "Count": "1" if animal else ""})
+    _fill([{"RelativePath": CAMERA, "File": name, "DateTime": "", "Species": "", "Count": ""} for name in sorted(FRAMES)],
+          review_csv)
     assert main(["review", "import", str(review_csv), "--format", "timelapse", "--results", str(out)]) == 0
     capsys.readouterr()
-
     meta, audit = run_camera()
     night, day, both = audit["infrared"], audit["daylight"], audit["all"]
-    assert (night["reviewed_negatives"], night["missed_negatives"], night["confirmed_positives"]) == (4, 3, 2)
-    assert night["recall"] == pytest.approx(2 / 5) and night["est_missed_media"] == pytest.approx(3)
+    assert (night["reviewed_negatives"], night["missed_negatives"], night["confirmed_positives"]) == (25, 20, 5)
+    assert night["recall"] == pytest.approx(5 / 25) and night["est_missed_media"] == pytest.approx(20)
     assert day["recall"] == pytest.approx(1.0) and day["status"] == "ok"
-    assert both["recall"] == pytest.approx(6 / 9) and both["est_animal_media"] == pytest.approx(9)
+    assert both["recall"] == both["recall_low"] == both["recall_high"] == pytest.approx(11 / 31)
     assert night["status"] == both["status"] == "misses_animals"
-    # Every frame reviewed: nothing is left to estimate, the interval is the recall itself.
-    assert both["recall_low"] == pytest.approx(6 / 9) and both["recall_high"] == pytest.approx(6 / 9)
-    assert meta["detector_audit"].value == "misses_animals" and meta["detector_recall"].value == pytest.approx(6 / 9)
+    assert both["completeness"] == pytest.approx(1.0) and both["counts_status"] == "complete"
+    assert meta["detector_audit"].value == "misses_animals" and meta["detector_recall"].value == pytest.approx(11 / 31)
+    events = output.read_parquet(schemas.camera_prefix("events", CAMERA)).to_pylist()
+    assert sum(e["n_media"] for e in events if e["category"] == "animal") == 31
 
-    # Stage 3 serves the audit, and the reports warn that the camera's counts are lower bounds.
-    assert materialize([gps_clusters, reports, stage3_database], instance=instance, resources={"pipeline": pipeline}).success
-    _, rows = query(output, "SELECT lighting, status, round(recall, 3) FROM detector_audit ORDER BY lighting")
-    assert rows == [("all", "misses_animals", 0.667), ("daylight", "ok", 1.0), ("infrared", "misses_animals", 0.4)]
-    project = (out / "reports" / "index.html").read_text()
-    camera = (out / "reports" / "cameras" / CAMERA / "index.html").read_text()
-    for page in (project, camera):
-        assert "Counts are lower bounds" in page and CAMERA in page
+    # Stage 3 serves the audit; the reports show it and no longer warn.
+    camera_page, project_page = pages()
+    _, rows = query(output, "SELECT lighting, status, round(recall, 3), counts_status FROM detector_audit ORDER BY lighting")
+    assert rows == [("all", "misses_animals", 0.355, "complete"), ("daylight", "ok", 1.0, "complete"),
+                    ("infrared", "misses_animals", 0.2, "complete")]
+    assert "Detector audit" in camera_page and "Detector audit" in project_page
+    assert "Counts are lower bounds" not in camera_page + project_page
