@@ -94,7 +94,8 @@ def sample_command(results_root: str, dest: str, *, per_camera: int, seed: int =
         return error(str(err))
     source = open_storage(input_root, settings.storage) if input_root else None
     drawn = sample_for_review(output, open_storage(dest, settings.storage), per_camera=per_camera, seed=seed,
-                              min_confidence=settings.pipeline.events.min_confidence, media_source=source)
+                              min_confidence=settings.pipeline.events.min_confidence, media_source=source,
+                              overrides=settings.pipeline.events.per_camera)
     total = sum(n["positives"] + n["negatives"] for n in drawn.values())
     print(f"wrote {Path(dest) / SAMPLE_FILE}: {total} media of {len(drawn)} cameras "
           f"({sum(n['positives'] for n in drawn.values())} positives, {sum(n['negatives'] for n in drawn.values())} negatives); "

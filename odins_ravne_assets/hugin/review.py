@@ -67,6 +67,7 @@ from gpu_ops.repeat_detections import without_suppressed
 from gpu_ops.storage import Storage
 from odins_ravne_assets.hugin.camtrap_dp_export import OBSERVATION_TYPES, _media_id
 from odins_ravne_assets.hugin.detector_audit import draw_review_sample
+from odins_ravne_assets.hugin.events import settings_for_camera
 
 FORMATS = ("timelapse", "camtrap-dp", "megadetector")
 _BLANK_WORDS = {"blank", "empty", "none", "nothing"}
@@ -392,7 +393,8 @@ def _reviewed_label(d: Mapping[str, Any], review: Mapping[str, Any]) -> dict[str
 
 
 def sample_for_review(output: Storage, dest: Storage, *, per_camera: int, seed: int, min_confidence: float,
-                      media_source: Storage | None = None) -> dict[str, dict[str, int]]:
+                      media_source: Storage | None = None,
+                      overrides: Mapping[str, Mapping[str, float]] | None = None) -> dict[str, dict[str, int]]:
     """A seeded random sample of each camera's media for review: half positives, half negatives.
 
     Positives are ok media with an animal detection at or above ``min_confidence`` (suppressed
@@ -403,8 +405,9 @@ def sample_for_review(output: Storage, dest: Storage, *, per_camera: int, seed: 
     :func:`~odins_ravne_assets.hugin.detector_audit.draw_review_sample` draws. Writes ``SAMPLE_FILE`` in Timelapse's columns, so the
     filled file goes back in as ``--format timelapse``, with the best crop of each positive under
     ``crops/`` and, when ``media_source`` (the input root) is given, the media themselves under
-    ``media/<camera>/`` (open ``media/`` as the Timelapse root). Returns per camera the positives and
-    negatives drawn.
+    ``media/<camera>/`` (open ``media/`` as the Timelapse root). ``overrides`` are the events'
+    ``per_camera`` settings: a camera's own ``min_confidence`` wins, as in its events and its audit.
+    Returns per camera the positives and negatives drawn.
     """
     from gpu_ops.stage1 import read_infrared  # here: gpu_ops.stage1 brings torch, 4 s the review commands need not wait
 
@@ -413,9 +416,12 @@ def sample_for_review(output: Storage, dest: Storage, *, per_camera: int, seed: 
                                     output.read_parquet("repeat_detections", empty=schemas.REPEAT_DETECTIONS)).to_pylist()
     labels = {(r["camera_id"], r["detection_id"]): r for r in output.read_parquet("species_labels", empty=schemas.SPECIES_LABELS).to_pylist()}
     best: dict[tuple[str, str], dict] = {}  # the box shown: the best animal one, else the best of any category
+    threshold = {camera: settings_for_camera(camera, window_minutes=1.0, min_confidence=min_confidence,  # window unused
+                                             per_camera=overrides)[1]
+                 for camera in {d["camera_id"] for d in detections}}
     for d in detections:
         key = (d["camera_id"], d["file_path"])
-        if d["conf"] is None or d["conf"] < min_confidence:
+        if d["conf"] is None or d["conf"] < threshold[d["camera_id"]]:
             continue
         rank = (d["category"] == "animal", d["conf"])
         if key not in best or rank > (best[key]["category"] == "animal", best[key]["conf"]):

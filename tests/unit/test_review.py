@@ -269,3 +269,7 @@ def test_the_review_sample_calls_positive_what_the_events_and_the_audit_count(tm
     assert {f: r["Kind"] for f, r in rows.items()} == {"IMG_0000.JPG": "positive", "IMG_0001.JPG": "negative",
                                                       "IMG_0002.JPG": "negative", "IMG_0003.JPG": "negative"}
     assert rows["IMG_0001.JPG"]["ModelLabel"] == "human" and rows["IMG_0002.JPG"]["ModelLabel"] == ""
+    # A camera's own events threshold wins: at 0.85 its deer is a negative too.
+    drawn = review.sample_for_review(out, Storage(str(tmp_path / "s2")), per_camera=4, seed=1, min_confidence=0.3,
+                                     overrides={"cam-a": {"min_confidence": 0.85}})
+    assert drawn == {"cam-a": {"positives": 0, "negatives": 4}}
