@@ -1,8 +1,8 @@
 """How many of a camera's animals the detector finds, estimated from the user's own reviews.
 
 The detector's recall on real camera-trap frames depends on the camera, its scene and the light: the
-offline default boxes about a third of real infrared animal frames (README, Detection on real
-frames), MegaDetector far more, and no benchmark says what either does on *this* project's cameras.
+offline default boxes about half of the real animal frames it was measured on (README, Detection
+on real frames), MegaDetector far more, and no benchmark says what either does on *this* project's cameras.
 A review of a random sample does. ``odins-ravne review sample`` draws, per camera, media the
 detector calls positive (an animal box at or above the events' ``min_confidence``) and media it
 calls negative; the reviewer says of each whether an animal is in it. Per camera and lighting
@@ -52,7 +52,6 @@ import pyarrow as pa
 from gpu_ops import schemas
 
 LIGHTINGS = ("infrared", "daylight", "unknown")
-Z = 1.959964  # 95 %
 
 
 def share_interval(successes: int, n: int, population: int, alpha: float = 1 - 0.95) -> tuple[float, float] | None:
