@@ -9,7 +9,18 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from dagster import AssetExecutionContext, AssetSpec, AutomationCondition, MaterializeResult, MetadataValue, asset, multi_asset
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetSpec,
+    AutomationCondition,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    multi_asset,
+)
 
 from gpu_ops import schemas
 from gpu_ops.repeat_detections import without_suppressed
@@ -124,8 +135,12 @@ def deployments(context: AssetExecutionContext, pipeline: PipelineResource):
     description="Events: detections at or above min_confidence condensed per camera and species by a "
     "compression window in minutes (pipeline.events), with counts, best confidence and a representative crop; "
     "and the detector audit: the share of animal media the detector finds, estimated from the camera's reviews.",
+    check_specs=[AssetCheckSpec(
+        "counts_not_lower_bounds", asset="condensed_reports",
+        description="Warns where the camera's reviews show animal media that neither the detector nor a review put "
+        "in the counts, more than pipeline.events.target_recall allows: its counts are lower bounds.")],
 )
-def condensed_reports(context: AssetExecutionContext, pipeline: PipelineResource) -> MaterializeResult:
+def condensed_reports(context: AssetExecutionContext, pipeline: PipelineResource):
     camera_id = validate_camera_id(context.partition_key)
     output, settings = pipeline.output, pipeline.settings.pipeline.events
     detections = without_suppressed(output.read_parquet(schemas.camera_prefix("detections", camera_id), empty=schemas.DETECTIONS),
@@ -161,7 +176,7 @@ def condensed_reports(context: AssetExecutionContext, pipeline: PipelineResource
     audit_all = next((r for r in audit.to_pylist() if r["lighting"] == "all"), None)
     by_species = Counter(zip(events.column("category").to_pylist(), events.column("species").to_pylist()))
     issues = timestamp_issue_counts(media_fixed)
-    return MaterializeResult(
+    yield MaterializeResult(
         metadata={
             "events": events.num_rows,
             "compression_window_minutes": window,
@@ -180,6 +195,13 @@ def condensed_reports(context: AssetExecutionContext, pipeline: PipelineResource
             ),
             "path": MetadataValue.path(path),
         }
+    )
+    counts_status = audit_all["counts_status"] if audit_all else "not_audited"
+    yield AssetCheckResult(
+        check_name="counts_not_lower_bounds", passed=counts_status != "lower_bounds", severity=AssetCheckSeverity.WARN,
+        metadata={"counts_status": counts_status, "note": (audit_all or {}).get("note") or "no media in the audit",
+                  "completeness": MetadataValue.float(audit_all["completeness"])
+                  if audit_all and audit_all["completeness"] is not None else MetadataValue.text("not estimated")},
     )
 
 

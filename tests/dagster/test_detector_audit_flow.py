@@ -18,7 +18,7 @@ from collections import Counter
 
 import pyarrow as pa
 import pytest
-from dagster import DagsterInstance, materialize
+from dagster import AssetCheckSeverity, DagsterInstance, materialize
 from media_support import ASSETS, write_jpeg
 
 from gpu_ops import schemas
@@ -84,6 +84,10 @@ def test_reviews_of_the_negatives_flag_a_camera_whose_counts_miss_animals_at_nig
         meta = next(m for m in result.get_asset_materialization_events()
                     if m.asset_key.path == ["condensed_reports"]).materialization.metadata
         audit = {r["lighting"]: r for r in output.read_parquet(schemas.camera_prefix("detector_audit", CAMERA)).to_pylist()}
+        check = next(c for c in result.get_asset_check_evaluations() if c.check_name == "counts_not_lower_bounds")
+        assert check.passed == (audit["all"]["counts_status"] != "lower_bounds")  # a warning in the UI where not
+        assert check.severity == AssetCheckSeverity.WARN
+        assert check.metadata["counts_status"].value == audit["all"]["counts_status"]
         return meta, audit
 
     def pages() -> tuple[str, str]:
