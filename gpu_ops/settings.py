@@ -142,8 +142,9 @@ class EventSettings:
     # Roll a species whose mean classifier score in a sequence is below this up to its lowest
     # confident taxon (hugin.taxonomy); None: off
     rollup_below: float | None = bounded(None, 0.0, 1.0, above=True)
-    # The detector audit (hugin.detector_audit) flags a camera whose reviews put the detector's recall
-    # of animal media below this: its counts are lower bounds
+    # The detector audit (hugin.detector_audit) judges against this the detector's recall of animal
+    # media and the share of them the counts hold, from the camera's reviews: below it, the counts
+    # are lower bounds
     target_recall: float = bounded(0.9, 0.0, 1.0, above=True)
 
 
