@@ -16,9 +16,9 @@ every frame reviewed, which must equal it; and, for each review size, over ``--d
 draws made as ``odins-ravne review sample`` makes them (half positives, half negatives, each
 side across infrared and daylight), how
 often the audit's 95 % interval holds the true recall (coverage; the interval is conservative, so
-at least 0.95 is expected), the mean absolute error of its estimate, and how often its status is
-``misses_animals`` (the counts flagged as lower bounds; the true recall is below the 0.9 target,
-so that is the right answer), ``uncertain`` or ``ok`` (wrong). Nothing here is tuned; the audit has
+at least 0.95 is expected), the mean absolute error of its estimate, and how often the detector's
+``status`` is ``misses_animals`` (the true recall is below the 0.9 target, so that is the right
+answer), ``uncertain`` or ``ok`` (wrong). Nothing here is tuned; the audit has
 no parameter but the target.
 """
 

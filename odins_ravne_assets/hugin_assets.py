@@ -173,7 +173,9 @@ def condensed_reports(context: AssetExecutionContext, pipeline: PipelineResource
     audit = audit_detector(media, detections, reviews, camera_id=camera_id, min_confidence=min_conf,
                            target_recall=settings.target_recall, infrared=read_infrared(output, camera_id))
     output.write_parquet(schemas.camera_key("detector_audit", camera_id), audit)
-    audit_all = next((r for r in audit.to_pylist() if r["lighting"] == "all"), None)
+    audit_rows = audit.to_pylist()
+    audit_all = next((r for r in audit_rows if r["lighting"] == "all"), None)
+    counts_status = audit_all["counts_status"] if audit_all else "not_audited"
     by_species = Counter(zip(events.column("category").to_pylist(), events.column("species").to_pylist()))
     issues = timestamp_issue_counts(media_fixed)
     yield MaterializeResult(
@@ -185,18 +187,17 @@ def condensed_reports(context: AssetExecutionContext, pipeline: PipelineResource
             **{f"timestamp_{k}": v for k, v in issues.items()},
             **{f"corrected_{k}": v for k, v in timestamp_correction_counts(media_fixed).items()},
             "detector_audit": audit_all["status"] if audit_all else "not_audited",
-            "counts_audit": audit_all["counts_status"] if audit_all else "not_audited",
+            "counts_audit": counts_status,
             "detector_recall": MetadataValue.float(audit_all["recall"]) if audit_all and audit_all["recall"] is not None
             else MetadataValue.text("not estimated"),
             "detector_audit_table": MetadataValue.md(markdown_table(
-                [{k: (round(r[k], 3) if isinstance(r[k], float) else r[k]) for k in AUDIT_SHOWN} for r in audit.to_pylist()])),
+                [{k: (round(r[k], 3) if isinstance(r[k], float) else r[k]) for k in AUDIT_SHOWN} for r in audit_rows])),
             "events_by_species": MetadataValue.md(
                 markdown_table([{"category": c, "species": s, "events": n} for (c, s), n in by_species.most_common()])
             ),
             "path": MetadataValue.path(path),
         }
     )
-    counts_status = audit_all["counts_status"] if audit_all else "not_audited"
     yield AssetCheckResult(
         check_name="counts_not_lower_bounds", passed=counts_status != "lower_bounds", severity=AssetCheckSeverity.WARN,
         metadata={"counts_status": counts_status, "note": (audit_all or {}).get("note") or "no media in the audit",

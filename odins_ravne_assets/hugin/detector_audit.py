@@ -101,6 +101,12 @@ def _last(lo: int, hi: int, ok) -> int:
     return lo
 
 
+def is_positive(detection: Mapping[str, Any], min_confidence: float) -> bool:
+    """Whether a detection makes its media positive: an animal box at or above the events' threshold
+    (what the events count, what ``review sample`` draws as positive and what the audit estimates from)."""
+    return detection["category"] == "animal" and detection["conf"] is not None and detection["conf"] >= min_confidence
+
+
 def lighting_of(sha256: str, infrared: Mapping[str, bool]) -> str:
     """infrared | daylight as Stage 1 judged the image, unknown where it kept no thumbnail of it."""
     return ("infrared" if infrared[sha256] else "daylight") if sha256 in infrared else "unknown"
@@ -162,8 +168,7 @@ def audit_detector(media: pa.Table, detections: pa.Table, reviews: pa.Table, *, 
     """
     infrared = infrared or {}
     positive_files = {d["file_path"] for d in detections.select(["camera_id", "file_path", "category", "conf"]).to_pylist()
-                      if d["camera_id"] == camera_id and d["category"] == "animal"
-                      and d["conf"] is not None and d["conf"] >= min_confidence}
+                      if d["camera_id"] == camera_id and is_positive(d, min_confidence)}
     verdict: dict[str, bool] = {}  # file -> the reviewer saw an animal
     for r in reviews.select(["camera_id", "file_path", "detection_id", "observation_type"]).to_pylist():
         if r["camera_id"] == camera_id and not r["detection_id"]:

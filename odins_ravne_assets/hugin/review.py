@@ -66,7 +66,7 @@ from gpu_ops.megadetector_format import read_batch_output
 from gpu_ops.repeat_detections import without_suppressed
 from gpu_ops.storage import Storage
 from odins_ravne_assets.hugin.camtrap_dp_export import OBSERVATION_TYPES, _media_id
-from odins_ravne_assets.hugin.detector_audit import draw_review_sample
+from odins_ravne_assets.hugin.detector_audit import draw_review_sample, is_positive
 from odins_ravne_assets.hugin.events import settings_for_camera
 
 FORMATS = ("timelapse", "camtrap-dp", "megadetector")
@@ -430,7 +430,8 @@ def sample_for_review(output: Storage, dest: Storage, *, per_camera: int, seed: 
     rows, drawn = [], {}
     for camera in sorted({m["camera_id"] for m in media}):
         ok = sorted((m for m in media if m["camera_id"] == camera and m["status"] == "ok"), key=lambda m: m["file_path"])
-        positive = {m["file_path"] for m in ok if best.get((camera, m["file_path"]), {}).get("category") == "animal"}
+        positive = {m["file_path"] for m in ok if (camera, m["file_path"]) in best
+                    and is_positive(best[(camera, m["file_path"])], threshold[camera])}
         picked = draw_review_sample(ok, positive, read_infrared(output, camera), per_camera, rng)
         drawn[camera] = {"positives": sum(kind == "positive" for _, kind in picked),
                          "negatives": sum(kind == "negative" for _, kind in picked)}
